@@ -1,0 +1,34 @@
+"""Elastic Dask clusters on raw cloud VMs, with no Kubernetes."""
+
+from . import config as _config  # noqa: F401  (registers the rawcloud.* defaults)
+from .cluster import RawCloudCluster
+from .connect import connect
+from .errors import (
+    BootError,
+    ClusterExists,
+    ClusterNotFound,
+    InvalidRequest,
+    LaunchError,
+    NodeTooLarge,
+    ProviderError,
+    RawCloudError,
+    UnknownProvider,
+)
+from .model import WorkerPool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BootError",
+    "ClusterExists",
+    "ClusterNotFound",
+    "InvalidRequest",
+    "LaunchError",
+    "NodeTooLarge",
+    "ProviderError",
+    "RawCloudCluster",
+    "RawCloudError",
+    "UnknownProvider",
+    "WorkerPool",
+    "connect",
+]

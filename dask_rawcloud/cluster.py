@@ -1,0 +1,284 @@
+"""RawCloudCluster: a SpecCluster whose scheduler and workers are provider nodes."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import secrets
+import time
+from typing import Any
+
+from distributed.deploy.spec import ProcessInterface, SpecCluster
+from distributed.security import Security
+from tornado.ioloop import PeriodicCallback
+
+from .config import settings
+from .errors import ClusterExists, InvalidRequest, RawCloudError
+from .launcher import ClusterIdentity, NodeLauncher
+from .model import Node, WorkerPool
+from .providers import get_provider
+from .security import CertificateAuthority
+from .state import ClusterRecord, StateDir, check_name
+from .watchdog import HEARTBEAT_HANDLER
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RawCloudCluster"]
+
+# The scheduler node is small: it schedules, it does not compute.
+SCHEDULER_POOL = WorkerPool(name="scheduler", cpu=1, memory="1GiB")
+
+
+class SchedulerNode(ProcessInterface):
+    """The scheduler, as SpecCluster sees it: one node, ready when it listens."""
+
+    def __init__(self, launcher: NodeLauncher):
+        self.launcher = launcher
+        self.node: Node | None = None
+        super().__init__()
+
+    async def start(self) -> None:
+        self.node = await self.launcher.start_scheduler(SCHEDULER_POOL)
+        self.address = self.node.address
+        await super().start()
+
+    async def close(self) -> None:
+        if self.node is not None:
+            await self.launcher.terminate(self.node.id)
+        await super().close()
+
+
+class WorkerNode(ProcessInterface):
+    """One worker node. Its dask worker is named after its spec key."""
+
+    def __init__(
+        self,
+        scheduler: str,
+        name: str,
+        launcher: NodeLauncher,
+        pool: WorkerPool,
+        **kwargs: Any,  # nthreads and memory_limit, read by SpecCluster.scale(cores=, memory=)
+    ):
+        self.name = name
+        self.launcher = launcher
+        self.pool = pool
+        self.node: Node | None = None
+        super().__init__(scheduler=scheduler, name=name)
+
+    async def start(self) -> None:
+        # Returns once the node is launched; the worker joins the scheduler when it boots.
+        self.node = await self.launcher.launch_worker(self.pool, self.name)
+        await super().start()
+
+    async def close(self) -> None:
+        if self.node is not None:
+            await self.launcher.terminate(self.node.id)
+        await super().close()
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InvalidRequest(f"{what} must be a whole number >= 0, got {value!r}.")
+    return int(value)
+
+
+class RawCloudCluster(SpecCluster):
+    """An elastic Dask cluster on raw machines.
+
+    Parameters
+    ----------
+    n_workers : int
+        Workers to start with (default 0; use ``scale`` or ``adapt``).
+    name : str, optional
+        The cluster's name and id: ``dask-rawcloud ls`` shows it and
+        ``dask-rawcloud down NAME`` removes it. Default: a fresh random name.
+    provider : str, optional
+        ``"local"`` (default, ``rawcloud.provider``).
+    worker_cpu, worker_memory, worker_resources
+        What each worker needs: threads, memory such as ``"4GiB"``, and Dask
+        resources such as ``{"GPU": 1}``.
+    tls : bool, optional
+        Mutual TLS from a per-cluster CA (default on, ``rawcloud.tls``).
+    idle_timeout, no_client_timeout, max_lifetime : str or float, optional
+        Scheduler watchdogs (default ``rawcloud.scheduler.*``); ``"off"`` disables one.
+    state_dir : path, optional
+        Where the cluster is recorded (default ``rawcloud.state-dir``).
+    **provider_options
+        Passed to the provider.
+
+    Examples
+    --------
+    >>> with RawCloudCluster(worker_cpu=2, worker_memory="4GiB") as cluster:
+    ...     cluster.adapt(minimum=0, maximum=10)
+    ...     client = cluster.get_client()
+    """
+
+    def __init__(
+        self,
+        n_workers: int = 0,
+        *,
+        name: str | None = None,
+        provider: str | None = None,
+        worker_cpu: int | None = None,
+        worker_memory: str | int | None = None,
+        worker_resources: dict[str, float] | None = None,
+        tls: bool | None = None,
+        idle_timeout: str | float | None = None,
+        no_client_timeout: str | float | None = None,
+        max_lifetime: str | float | None = None,
+        state_dir: str | os.PathLike | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+        shutdown_on_close: bool = True,
+        **provider_options: Any,
+    ):
+        import dask.config
+
+        overrides = {
+            f"rawcloud.scheduler.{key}": value
+            for key, value in [
+                ("idle-timeout", idle_timeout),
+                ("no-client-timeout", no_client_timeout),
+                ("max-lifetime", max_lifetime),
+            ]
+            if value is not None
+        }
+        if state_dir is not None:
+            overrides["rawcloud.state-dir"] = str(state_dir)
+        with dask.config.set(overrides):
+            s = settings()
+
+        # Every check comes before anything is started or recorded.
+        n_workers = _count(n_workers, "n_workers")
+        self.pool = WorkerPool(
+            cpu=s.worker_cpu if worker_cpu is None else worker_cpu,
+            memory=s.worker_memory if worker_memory is None else worker_memory,
+            resources=dict(worker_resources or {}),
+        )
+        provider_name = provider or s.provider
+        if provider_name == "local":
+            provider_options.setdefault("state_dir", s.state_dir)
+            provider_options.setdefault("terminate_grace_s", s.local_terminate_grace_s)
+        self.provider = get_provider(provider_name, **provider_options)
+        self.provider.check(self.pool)
+        self.provider.check(SCHEDULER_POOL)
+        name = check_name(name or f"rawcloud-{secrets.token_hex(4)}")
+        self._state = StateDir(s.state_dir)
+        self._owns_state = False
+        if name in self._state.names():
+            raise ClusterExists(
+                f"a cluster named {name!r} already exists. Pick another name, "
+                f"or remove it first with `dask-rawcloud down {name}`."
+            )
+
+        use_tls = s.tls if tls is None else bool(tls)
+        ca = CertificateAuthority.create(name) if use_tls else None
+        self._state.save(
+            ClusterRecord(
+                name=name,
+                provider=provider_name,
+                created=time.time(),
+                owner_pid=os.getpid(),
+                provider_options={k: str(v) for k, v in provider_options.items()},
+                tls=use_tls,
+            )
+        )
+        self._owns_state = True
+        if ca is not None:
+            ca.save(self._state.cluster_dir(name) / "tls")
+
+        self.launcher = NodeLauncher(
+            self.provider,
+            ClusterIdentity(
+                cluster_id=name,
+                ca=ca,
+                host="127.0.0.1",
+                death_timeout_s=s.worker_death_timeout_s,
+                idle_timeout_s=s.idle_timeout_s,
+                no_client_timeout_s=s.no_client_timeout_s,
+                max_lifetime_s=s.max_lifetime_s,
+                dashboard=s.dashboard,
+                boot_timeout_s=s.boot_timeout_s,
+            ),
+        )
+        self._heartbeat_interval_s = min(10.0, max(0.25, (s.no_client_timeout_s or 40) / 4))
+        self._heartbeat: PeriodicCallback | None = None
+        worker = {
+            "cls": WorkerNode,
+            "options": {
+                "launcher": self.launcher,
+                "pool": self.pool,
+                "nthreads": self.pool.cpu,
+                "memory_limit": self.pool.memory,
+            },
+        }
+        try:
+            super().__init__(
+                workers={f"{self.pool.name}-{i}": worker for i in range(n_workers)},
+                scheduler={"cls": SchedulerNode, "options": {"launcher": self.launcher}},
+                worker=worker,
+                security=ca.client_security() if ca else Security(),
+                name=name,
+                asynchronous=asynchronous,
+                loop=loop,
+                shutdown_on_close=shutdown_on_close,
+            )
+        except BaseException:
+            if not asynchronous:
+                self.close()
+            raise
+
+    @property
+    def cluster_id(self) -> str:
+        return self.name
+
+    def _new_worker_name(self, worker_number: int) -> str:
+        return f"{self.pool.name}-{worker_number}"
+
+    async def _start(self) -> None:
+        try:
+            await super()._start()
+        except RuntimeError as e:
+            # SpecCluster wraps start failures; ours already say what to fix.
+            if isinstance(e.__cause__, RawCloudError):
+                raise e.__cause__ from None
+            raise
+        record = self._state.load(self.name)
+        record.scheduler_address = self.scheduler.address
+        record.dashboard_link = self.dashboard_link or None
+        self._state.save(record)
+        self._heartbeat = PeriodicCallback(self._send_heartbeat, self._heartbeat_interval_s * 1000)
+        self._heartbeat.start()
+
+    async def _send_heartbeat(self) -> None:
+        # While this object lives it counts as a client, so the no-client
+        # watchdog only fires once the process that owns it is gone.
+        try:
+            await getattr(self.scheduler_comm, HEARTBEAT_HANDLER)()
+        except Exception as e:  # the scheduler may be closing; the next tick retries
+            logger.debug("heartbeat failed: %s", e)
+
+    async def _close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        try:
+            await super()._close()
+        finally:
+            await self._remove_everything()
+
+    async def _remove_everything(self) -> None:
+        """Terminate whatever the provider still lists for this cluster, then forget it."""
+        if not self._owns_state:
+            return
+        self._owns_state = False
+        nodes = await self.provider.list(self.name)
+        if nodes:
+            await self.provider.terminate([n.id for n in nodes])
+        await self.provider.cleanup(self.name)
+        await self.provider.close()
+        self._state.remove(self.name)
+
+    async def nodes(self) -> list[Node]:
+        """The cluster's nodes, as the provider lists them."""
+        return await self.provider.list(self.name)

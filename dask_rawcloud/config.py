@@ -1,0 +1,69 @@
+"""Defaults for ``rawcloud.*`` in dask.config, and one typed view of them.
+
+Users set values in a dask yaml file, with ``dask.config.set`` or with
+``DASK_RAWCLOUD__...`` environment variables. Code reads them through
+:func:`settings`, once per cluster, never with scattered ``dask.config.get``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass
+
+import dask.config
+import yaml
+from dask.utils import parse_bytes, parse_timedelta
+
+_defaults_file = pathlib.Path(__file__).with_name("rawcloud.yaml")
+dask.config.update_defaults(yaml.safe_load(_defaults_file.read_text()))
+
+
+def _seconds(value) -> float | None:
+    """A timedelta setting in seconds; null, 0 or "off" turn a watchdog off."""
+    if value in (None, False, 0, "0", "off", "none", "None"):
+        return None
+    return float(parse_timedelta(value))
+
+
+@dataclass(frozen=True)
+class Settings:
+    provider: str
+    state_dir: pathlib.Path
+    tls: bool
+    worker_cpu: int
+    worker_memory: int
+    worker_death_timeout_s: float
+    dashboard: bool
+    idle_timeout_s: float | None
+    no_client_timeout_s: float | None
+    max_lifetime_s: float | None
+    boot_timeout_s: float
+    local_terminate_grace_s: float
+
+
+def default_state_dir() -> pathlib.Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return pathlib.Path(runtime) / "dask-rawcloud"
+    return pathlib.Path.home() / ".local" / "state" / "dask-rawcloud"
+
+
+def settings() -> Settings:
+    """Read ``rawcloud.*`` once into a typed, frozen value."""
+    c = dask.config.get("rawcloud")
+    state_dir = c.get("state-dir")
+    return Settings(
+        provider=c["provider"],
+        state_dir=pathlib.Path(state_dir).expanduser() if state_dir else default_state_dir(),
+        tls=bool(c["tls"]),
+        worker_cpu=c["worker"]["cpu"],
+        worker_memory=parse_bytes(c["worker"]["memory"]),
+        worker_death_timeout_s=float(parse_timedelta(c["worker"]["death-timeout"])),
+        dashboard=bool(c["scheduler"]["dashboard"]),
+        idle_timeout_s=_seconds(c["scheduler"]["idle-timeout"]),
+        no_client_timeout_s=_seconds(c["scheduler"]["no-client-timeout"]),
+        max_lifetime_s=_seconds(c["scheduler"]["max-lifetime"]),
+        boot_timeout_s=float(parse_timedelta(c["boot-timeout"])),
+        local_terminate_grace_s=float(parse_timedelta(c["local"]["terminate-grace"])),
+    )

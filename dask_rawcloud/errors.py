@@ -1,0 +1,76 @@
+"""Every error dask-rawcloud raises, translated once at the boundary.
+
+::
+
+    RawCloudError
+     ├── InvalidRequest (ValueError)      bad input, raised before anything is started
+     │    ├── UnknownProvider             provider name not registered
+     │    └── NodeTooLarge                no machine type of the provider can hold the node
+     ├── ClusterExists                    a name already in use
+     ├── ClusterNotFound (LookupError)    no cluster by that name
+     ├── ProviderError                    the provider could not do what it was asked
+     │    └── LaunchError                 nodes could not be started
+     └── BootError                        a node started but never became ready; carries its log
+
+Each message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BootError",
+    "ClusterExists",
+    "ClusterNotFound",
+    "InvalidRequest",
+    "LaunchError",
+    "NodeTooLarge",
+    "ProviderError",
+    "RawCloudError",
+    "UnknownProvider",
+]
+
+
+class RawCloudError(Exception):
+    """Base of every error raised by dask-rawcloud."""
+
+
+class InvalidRequest(RawCloudError, ValueError):
+    """The request cannot be met as written; nothing was started."""
+
+
+class UnknownProvider(InvalidRequest):
+    """No provider is registered under that name."""
+
+
+class NodeTooLarge(InvalidRequest):
+    """No machine the provider offers can hold the requested node."""
+
+
+class ClusterExists(RawCloudError):
+    """A live cluster already uses that name."""
+
+
+class ClusterNotFound(RawCloudError, LookupError):
+    """No cluster is recorded under that name."""
+
+
+class ProviderError(RawCloudError):
+    """The provider failed to carry out a request."""
+
+
+class LaunchError(ProviderError):
+    """Nodes could not be launched."""
+
+
+class BootError(RawCloudError):
+    """A node was launched but did not become ready.
+
+    ``log`` holds the tail of the node's own log, so the cause is visible
+    without logging in anywhere.
+    """
+
+    def __init__(self, message: str, log: str = ""):
+        self.log = log
+        if log:
+            message = f"{message}\n--- node log (last lines) ---\n{log}"
+        super().__init__(message)

@@ -1,0 +1,160 @@
+"""Plain, frozen values shared by the cluster, the policy and the providers."""
+
+from __future__ import annotations
+
+import enum
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dask.utils import format_bytes, parse_bytes
+
+from .errors import InvalidRequest
+
+__all__ = ["LaunchRequest", "Node", "NodeSpec", "NodeState", "Role", "WorkerPool"]
+
+Role = Literal["scheduler", "worker"]
+
+
+def positive_int(value: Any, what: str, fix: str) -> int:
+    """``value`` as a whole number >= 1, or an InvalidRequest naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidRequest(f"{what} must be a whole number >= 1, got {value!r}. {fix}")
+    if value < 1 or value != int(value):
+        raise InvalidRequest(f"{what} must be a whole number >= 1, got {value!r}. {fix}")
+    return int(value)
+
+
+def memory_bytes(value: Any, what: str, fix: str) -> int:
+    """``value`` ("4GiB", "512 MB" or a byte count) as bytes > 0."""
+    if isinstance(value, bool):
+        raise InvalidRequest(f"{what} must be a size such as '4GiB', got {value!r}. {fix}")
+    try:
+        n = parse_bytes(value) if isinstance(value, str) else value
+    except (ValueError, TypeError):
+        n = None
+    if not isinstance(n, numbers.Real) or not math.isfinite(n) or n <= 0:
+        raise InvalidRequest(f"{what} must be a size such as '4GiB', got {value!r}. {fix}")
+    return int(n)
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    """A group of identical workers, described by what they need, not by a machine type.
+
+    Parameters
+    ----------
+    name : str
+        The pool's name; its workers are named ``{name}-{n}``.
+    cpu : int
+        Threads (and cores) per worker.
+    memory : str or int
+        Memory per worker, such as ``"4GiB"``.
+    resources : dict
+        Dask resources each worker advertises, such as ``{"GPU": 1}``.
+    minimum, maximum : int
+        Bounds on the number of workers for adaptive scaling.
+    """
+
+    name: str = "default"
+    cpu: int = 1
+    memory: int = field(default=parse_bytes("2GiB"))
+    resources: dict[str, float] = field(default_factory=dict)
+    minimum: int = 0
+    maximum: float = math.inf
+
+    def __post_init__(self) -> None:
+        fix = f"Fix the {self.name!r} worker pool."
+        object.__setattr__(self, "cpu", positive_int(self.cpu, "worker cpu", fix))
+        object.__setattr__(self, "memory", memory_bytes(self.memory, "worker memory", fix))
+        if not isinstance(self.name, str) or not self.name.replace("-", "").isalnum():
+            raise InvalidRequest(
+                f"pool name must be letters, digits and '-', got {self.name!r}."
+            )
+        for key, amount in self.resources.items():
+            if not isinstance(amount, numbers.Real) or amount <= 0:
+                raise InvalidRequest(
+                    f"resource {key!r} must be a positive number, got {amount!r}. {fix}"
+                )
+        if not isinstance(self.minimum, numbers.Real) or self.minimum < 0:
+            raise InvalidRequest(f"minimum must be >= 0, got {self.minimum!r}. {fix}")
+        if not isinstance(self.maximum, numbers.Real) or self.maximum < self.minimum:
+            raise InvalidRequest(
+                f"minimum ({self.minimum}) is larger than maximum ({self.maximum}). {fix}"
+            )
+
+    def describe(self) -> str:
+        return f"{self.cpu} cpu, {format_bytes(self.memory)}"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything the node agent needs to boot one node, and nothing else.
+
+    It is rendered into a file (local) or user-data (VM) by ``bootstrap``.
+    It holds the node's private key, so it is never logged.
+    """
+
+    cluster_id: str
+    role: Role
+    name: str
+    host: str = "127.0.0.1"
+    scheduler_address: str | None = None  # workers only
+    port: int = 0
+    dashboard_port: int | None = None  # scheduler only; None disables it
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = field(default=None, repr=False)
+    pool: str = "default"
+    nthreads: int = 1
+    memory_limit: int = 0
+    resources: dict[str, float] = field(default_factory=dict)
+    death_timeout_s: float = 60.0
+    idle_timeout_s: float | None = None
+    no_client_timeout_s: float | None = None
+    max_lifetime_s: float | None = None
+    ready_file: str | None = None
+    on_exit: Literal["exit", "poweroff"] = "exit"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NodeSpec:
+        return cls(**d)
+
+
+class NodeState(str, enum.Enum):
+    pending = "pending"
+    running = "running"
+    terminated = "terminated"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine (or process group) the provider started for a cluster."""
+
+    id: str
+    cluster_id: str
+    name: str
+    role: Role
+    pool: str
+    state: NodeState
+    address: str | None = None  # the scheduler's contact address, once it is ready
+    launched_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Start these nodes.
+
+    ``token`` makes the call idempotent: a provider that sees a token again
+    returns the nodes it launched for it instead of launching more.
+    """
+
+    cluster_id: str
+    token: str
+    role: Role
+    pool: WorkerPool
+    nodes: tuple[NodeSpec, ...]

@@ -1,0 +1,161 @@
+"""The node agent: ``python -m dask_rawcloud.node --spec FILE``.
+
+Every provider boots every node with this one command, so a node on a
+laptop starts exactly as a node on a VM does. The agent:
+
+1. reads its ``NodeSpec`` (and deletes the file, which holds a private key);
+2. starts a dask Scheduler (with the watchdogs) or a Nanny and its Worker;
+3. writes a ready file with its address once it listens, so nobody has to
+   scrape logs;
+4. when the dask process ends, for whatever reason, ends its node: it kills
+   whatever is left in its process group, and on a VM powers the machine off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+from .model import NodeSpec
+
+logger = logging.getLogger("dask_rawcloud.node")
+
+#: Set in every node's environment, inherited by everything it starts, so
+#: leaked processes can be found whatever their command line.
+NODE_ENV = "DASK_RAWCLOUD_NODE"
+
+
+def read_spec(path: pathlib.Path) -> NodeSpec:
+    spec = NodeSpec.from_dict(json.loads(path.read_text()))
+    path.unlink(missing_ok=True)  # the key now lives only in this process
+    return spec
+
+
+def _security(spec: NodeSpec):
+    from distributed.security import Security
+
+    from .security import KeyPair, security_from
+
+    if not spec.tls_ca:
+        return Security(), "tcp"
+    return security_from(spec.tls_ca, KeyPair(spec.tls_cert, spec.tls_key)), "tls"
+
+
+async def start_scheduler(spec: NodeSpec):
+    from distributed import Scheduler
+
+    from .watchdog import Watchdog
+
+    security, protocol = _security(spec)
+    dashboard = spec.dashboard_port is not None
+    scheduler = Scheduler(
+        host=spec.host,
+        port=spec.port,
+        protocol=protocol,
+        security=security,
+        dashboard=dashboard,
+        dashboard_address=f"{spec.host}:{spec.dashboard_port or 0}" if dashboard else None,
+        idle_timeout=spec.idle_timeout_s,
+    )
+    scheduler.add_plugin(Watchdog(spec.no_client_timeout_s, spec.max_lifetime_s))
+    await scheduler
+    return scheduler, {"address": scheduler.address, "dashboard_link": _dashboard(scheduler)}
+
+
+def _dashboard(scheduler) -> str | None:
+    if "dashboard" not in scheduler.services:
+        return None
+    return f"http://{scheduler.ip}:{scheduler.services['dashboard'].port}/status"
+
+
+async def start_worker(spec: NodeSpec):
+    from distributed import Nanny
+
+    security, protocol = _security(spec)
+    nanny = Nanny(
+        spec.scheduler_address,
+        name=spec.name,
+        nthreads=spec.nthreads,
+        memory_limit=spec.memory_limit or "auto",
+        resources=spec.resources or None,
+        security=security,
+        host=spec.host,
+        protocol=protocol,
+        death_timeout=spec.death_timeout_s,
+        dashboard=False,
+    )
+    await nanny
+    return nanny, {"address": nanny.worker_address}
+
+
+async def run(spec: NodeSpec) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    start = start_scheduler if spec.role == "scheduler" else start_worker
+    server, ready = await start(spec)
+    if spec.ready_file:
+        from .state import write_json
+
+        write_json(pathlib.Path(spec.ready_file), {"pid": os.getpid(), **ready})
+    logger.info("%s %s ready at %s", spec.role, spec.name, ready["address"])
+
+    finished = asyncio.ensure_future(server.finished())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([finished, stopped], return_when=asyncio.FIRST_COMPLETED)
+    if stopped.done():
+        logger.info("%s %s: stop requested, closing", spec.role, spec.name)
+        await server.close()
+    finished.cancel()
+    stopped.cancel()
+    logger.info("%s %s ended", spec.role, spec.name)
+    return 0
+
+
+def end_node(spec: NodeSpec) -> None:
+    """Leave nothing behind: kill the rest of the process group, power off a VM."""
+    import psutil
+
+    me = os.getpid()
+    group = os.getpgrp()
+    for p in psutil.process_iter():
+        try:
+            if p.pid != me and os.getpgid(p.pid) == group:
+                p.kill()
+        except (ProcessLookupError, psutil.Error):
+            pass
+    if spec.on_exit == "poweroff":
+        logger.info("powering off")
+        subprocess.run(["shutdown", "-h", "now"], check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dask_rawcloud.node")
+    parser.add_argument("--spec", required=True, type=pathlib.Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    spec = read_spec(args.spec)
+    rc = 1
+    try:
+        rc = asyncio.run(run(spec))
+    except Exception:
+        logger.exception("%s %s failed", spec.role, spec.name)
+    finally:
+        logging.shutdown()
+        end_node(spec)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

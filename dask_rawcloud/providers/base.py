@@ -1,0 +1,52 @@
+"""The provider interface: the only thing that touches machines.
+
+A provider is mechanism. It starts the nodes it is told to start, stops the
+ones it is told to stop, lists a cluster's nodes by the cluster's id, and
+translates its own failures into the tree in ``errors.py``. It never decides
+how many nodes to run or which ones.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+
+from ..model import LaunchRequest, Node, WorkerPool
+
+__all__ = ["Provider"]
+
+
+class Provider(abc.ABC):
+    """Start, stop and list the nodes of clusters.
+
+    Every node is tagged with its cluster's id in the call that creates it,
+    so ``list`` finds it even after the process that launched it died.
+    """
+
+    #: The name users pass as ``provider=``.
+    name: str
+
+    def check(self, pool: WorkerPool) -> None:
+        """Raise ``InvalidRequest`` now if no node of this provider can hold ``pool``."""
+
+    @abc.abstractmethod
+    async def launch(self, request: LaunchRequest) -> list[Node]:
+        """Start the nodes in ``request``; a repeated ``request.token`` launches nothing new."""
+
+    @abc.abstractmethod
+    async def terminate(self, node_ids: Iterable[str]) -> None:
+        """Stop these nodes and everything running on them. Unknown ids are ignored."""
+
+    @abc.abstractmethod
+    async def list(self, cluster_id: str) -> list[Node]:
+        """The cluster's nodes that are not yet terminated."""
+
+    async def logs(self, node_id: str) -> str:
+        """The tail of a node's console or agent log, to explain a failure."""
+        return ""
+
+    async def cleanup(self, cluster_id: str) -> None:
+        """Remove whatever else was created for the cluster, once its nodes are gone."""
+
+    async def close(self) -> None:
+        """Release clients and connections held by the provider."""
