@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import numbers
 import os
 import secrets
@@ -131,6 +133,7 @@ class RawCloudCluster(SpecCluster):
         asynchronous: bool = False,
         loop: Any = None,
         shutdown_on_close: bool = True,
+        silence_logs: str | bool = False,
         **provider_options: Any,
     ):
         import dask.config
@@ -157,10 +160,10 @@ class RawCloudCluster(SpecCluster):
             resources=dict(worker_resources or {}),
         )
         provider_name = provider or s.provider
+        embedded = {}
         if provider_name == "local":
-            provider_options.setdefault("state_dir", s.state_dir)
-            provider_options.setdefault("terminate_grace_s", s.local_terminate_grace_s)
-        self.provider = get_provider(provider_name, **provider_options)
+            embedded = {"state_dir": s.state_dir, "terminate_grace_s": s.local_terminate_grace_s}
+        self.provider = get_provider(provider_name, **embedded, **provider_options)
         self.provider.check(self.pool)
         self.provider.check(SCHEDULER_POOL)
         name = check_name(name or f"rawcloud-{secrets.token_hex(4)}")
@@ -180,7 +183,7 @@ class RawCloudCluster(SpecCluster):
                 provider=provider_name,
                 created=time.time(),
                 owner_pid=os.getpid(),
-                provider_options={k: str(v) for k, v in provider_options.items()},
+                provider_options=provider_options,
                 tls=use_tls,
             )
         )
@@ -213,9 +216,10 @@ class RawCloudCluster(SpecCluster):
                 "memory_limit": self.pool.memory,
             },
         }
+        self._worker_numbers = itertools.count()
         try:
             super().__init__(
-                workers={f"{self.pool.name}-{i}": worker for i in range(n_workers)},
+                workers={f"{self.pool.name}-{next(self._worker_numbers)}": worker for _ in range(n_workers)},
                 scheduler={"cls": SchedulerNode, "options": {"launcher": self.launcher}},
                 worker=worker,
                 security=ca.client_security() if ca else Security(),
@@ -223,6 +227,7 @@ class RawCloudCluster(SpecCluster):
                 asynchronous=asynchronous,
                 loop=loop,
                 shutdown_on_close=shutdown_on_close,
+                silence_logs=silence_logs,
             )
         except BaseException:
             if not asynchronous:
@@ -233,8 +238,21 @@ class RawCloudCluster(SpecCluster):
     def cluster_id(self) -> str:
         return self.name
 
-    def _new_worker_name(self, worker_number: int) -> str:
-        return f"{self.pool.name}-{worker_number}"
+    def new_worker_spec(self) -> dict[str, dict]:
+        # Never reuse a name: a new node must not be mistaken for a retiring
+        # one, and the scheduler refuses a second worker of the same name.
+        return {f"{self.pool.name}-{next(self._worker_numbers)}": self.new_spec}
+
+    def adapt(self, *args: Any, minimum: float = 0, maximum: float = math.inf, **kwargs: Any):
+        """Scale between ``minimum`` and ``maximum`` workers; see ``SpecCluster.adapt``."""
+        for what, value in (("minimum", minimum), ("maximum", maximum)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+                raise InvalidRequest(f"adapt {what} must be a number >= 0, got {value!r}.")
+        if minimum > maximum:
+            raise InvalidRequest(
+                f"adapt minimum ({minimum}) is larger than maximum ({maximum}); swap them."
+            )
+        return super().adapt(*args, minimum=minimum, maximum=maximum, **kwargs)
 
     async def _start(self) -> None:
         try:

@@ -51,19 +51,23 @@ def default_state_dir() -> pathlib.Path:
 
 def settings() -> Settings:
     """Read ``rawcloud.*`` once into a typed, frozen value."""
-    c = dask.config.get("rawcloud")
-    state_dir = c.get("state-dir")
+    def get(key: str):
+        # dask.config.get canonicalises '-' and '_', so env variables such as
+        # DASK_RAWCLOUD__STATE_DIR reach "rawcloud.state-dir".
+        return dask.config.get(f"rawcloud.{key}")
+
+    state_dir = get("state-dir")
     return Settings(
-        provider=c["provider"],
+        provider=get("provider"),
         state_dir=pathlib.Path(state_dir).expanduser() if state_dir else default_state_dir(),
-        tls=bool(c["tls"]),
-        worker_cpu=c["worker"]["cpu"],
-        worker_memory=parse_bytes(c["worker"]["memory"]),
-        worker_death_timeout_s=float(parse_timedelta(c["worker"]["death-timeout"])),
-        dashboard=bool(c["scheduler"]["dashboard"]),
-        idle_timeout_s=_seconds(c["scheduler"]["idle-timeout"]),
-        no_client_timeout_s=_seconds(c["scheduler"]["no-client-timeout"]),
-        max_lifetime_s=_seconds(c["scheduler"]["max-lifetime"]),
-        boot_timeout_s=float(parse_timedelta(c["boot-timeout"])),
-        local_terminate_grace_s=float(parse_timedelta(c["local"]["terminate-grace"])),
+        tls=bool(get("tls")),
+        worker_cpu=get("worker.cpu"),
+        worker_memory=parse_bytes(get("worker.memory")),
+        worker_death_timeout_s=float(parse_timedelta(get("worker.death-timeout"))),
+        dashboard=bool(get("scheduler.dashboard")),
+        idle_timeout_s=_seconds(get("scheduler.idle-timeout")),
+        no_client_timeout_s=_seconds(get("scheduler.no-client-timeout")),
+        max_lifetime_s=_seconds(get("scheduler.max-lifetime")),
+        boot_timeout_s=float(parse_timedelta(get("boot-timeout"))),
+        local_terminate_grace_s=float(parse_timedelta(get("local.terminate-grace"))),
     )

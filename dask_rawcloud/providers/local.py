@@ -234,3 +234,21 @@ class LocalProvider(Provider):
             if child.poll() is not None:
                 del self._children[node_id]
 
+
+
+def node_processes(cluster_id: str | None = None) -> list[psutil.Process]:
+    """Live processes started by a node agent (of one cluster, or of any).
+
+    Found by the environment variable every node and its children inherit,
+    so a leaked dask worker is found whatever its command line says.
+    """
+    found = []
+    for p in psutil.process_iter():
+        try:
+            tag = p.environ().get(NODE_ENV)
+            if tag and (cluster_id is None or tag.split("/")[0] == cluster_id):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+        except psutil.Error:
+            pass
+    return found

@@ -1,0 +1,191 @@
+"""dask-rawcloud: start, list, remove and try out clusters from a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .errors import RawCloudError
+from .manage import as_json, list_clusters, remove_cluster, state_dir
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Command(click.Group):
+    """Turns our errors into one clear line and exit code 2, with no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RawCloudError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+            sys.exit(2)
+
+
+@click.group(cls=_Command)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    envvar="DASK_RAWCLOUD__STATE_DIR",
+    help="Where clusters are recorded (rawcloud.state-dir).",
+)
+@click.pass_context
+def main(ctx: click.Context, state_dir: pathlib.Path | None) -> None:
+    """Elastic Dask clusters on raw machines."""
+    if state_dir is not None:
+        import dask.config
+
+        dask.config.set({"rawcloud.state-dir": str(state_dir)})
+
+
+def _parse_adapt(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        low, high = (int(part) for part in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not MIN:MAX, for example 0:10") from None
+    if low < 0 or high < low:
+        raise click.BadParameter(f"need 0 <= MIN <= MAX, got minimum {low} > maximum {high}"
+                                 if high < low else f"MIN must be >= 0, got {low}")
+    return low, high
+
+
+@main.command()
+@click.option("--name", help="Cluster name (default: a fresh random one).")
+@click.option("--provider", help="local (default), aws or ssh.")
+@click.option("--workers", type=int, default=None, help="Start this many workers.")
+@click.option("--adapt", "adapt", metavar="MIN:MAX", help="Scale adaptively; stays in the foreground.")
+@click.option("--worker-cpu", type=str, default=None, help="Threads per worker.")
+@click.option("--worker-memory", type=str, default=None, help="Memory per worker, e.g. 4GiB.")
+@click.option("--no-client-timeout", default=None, help="End the cluster after this long without a client.")
+def up(name, provider, workers, adapt, worker_cpu, worker_memory, no_client_timeout) -> None:
+    """Start a cluster and print how to reach it."""
+    from .cluster import RawCloudCluster
+
+    if workers is not None and adapt is not None:
+        raise click.UsageError("use --workers N or --adapt MIN:MAX, not both")
+    bounds = _parse_adapt(adapt)
+    cpu = _number(worker_cpu, "--worker-cpu")
+    cluster = RawCloudCluster(
+        workers or 0,
+        name=name,
+        provider=provider,
+        worker_cpu=cpu,
+        worker_memory=worker_memory,
+        no_client_timeout=no_client_timeout,
+        shutdown_on_close=bounds is not None,
+    )
+    console.print(f"cluster    [bold]{cluster.name}[/]")
+    console.print(f"scheduler  {cluster.scheduler_address}")
+    console.print(f"dashboard  {cluster.dashboard_link or '(off)'}")
+    console.print(f'connect    python -c \'from dask_rawcloud import connect; client = connect("{cluster.name}")\'')
+    if bounds is None:
+        console.print(
+            f"It ends itself after {cluster.launcher.identity.no_client_timeout_s or 0:g}s without a client; "
+            f"`dask-rawcloud down {cluster.name}` ends it now."
+        )
+        sys.stdout.flush()
+        os._exit(0)  # leave the nodes running; they are recorded and watched
+    cluster.adapt(minimum=bounds[0], maximum=bounds[1])
+    try:
+        with Live(_nodes_table(cluster), console=console, refresh_per_second=4) as live:
+            while cluster.status.name == "running":
+                live.update(_nodes_table(cluster))
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("tearing down ...")
+        cluster.close()
+        console.print(f"cluster {cluster.name} removed")
+
+
+def _number(value: str | None, flag: str):
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{flag} must be a whole number, got {value!r}") from None
+
+
+def _nodes_table(cluster) -> Table:
+    nodes = cluster.sync(cluster.nodes)
+    connected = {w["name"] for w in cluster.scheduler_info.get("workers", {}).values()}
+    table = Table(title=f"{cluster.name}: {len(connected)} workers connected")
+    for column in ("node", "name", "role", "state", "connected"):
+        table.add_column(column)
+    for n in nodes:
+        table.add_row(n.id, n.name, n.role, n.state.value, "yes" if n.name in connected else "")
+    return table
+
+
+@main.command(name="ls")
+@click.option("--json", "as_json_", is_flag=True, help="Print JSON: a list of clusters.")
+def ls(as_json_: bool) -> None:
+    """List the clusters recorded on this machine."""
+    statuses = asyncio.run(list_clusters(state_dir()))
+    if as_json_:
+        click.echo(json.dumps(as_json(statuses), indent=1))
+        return
+    if not statuses:
+        console.print("no clusters")
+        return
+    table = Table()
+    for column in ("name", "provider", "nodes", "scheduler", "age"):
+        table.add_column(column)
+    for s in statuses:
+        age = time.time() - s.record.created
+        table.add_row(
+            s.record.name,
+            s.record.provider,
+            str(len(s.nodes)) if s.nodes else "0 (ended; `down` forgets it)",
+            s.record.scheduler_address or "",
+            f"{age:.0f}s",
+        )
+    console.print(table)
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Remove every recorded cluster.")
+def down(name: str | None, all_: bool) -> None:
+    """Terminate a cluster's nodes and forget it."""
+    if bool(name) == all_:
+        raise click.UsageError("give a cluster NAME or --all")
+    state = state_dir()
+    names = state.names() if all_ else [name]
+    for n in names:
+        count = asyncio.run(remove_cluster(state, n))
+        console.print(f"removed {n} ({count} node{'s' if count != 1 else ''} terminated)")
+
+
+@main.command()
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Also write the figures as JSON here.")
+@click.option("--maximum", default=4, show_default=True, help="adapt(0, MAXIMUM).")
+def demo(json_path: pathlib.Path | None, maximum: int) -> None:
+    """Scale 0 -> N -> 0 twice on real work, check the results, print the figures."""
+    from .demo import as_json as demo_json
+    from .demo import run_demo, summary
+
+    result = asyncio.run(run_demo(maximum=maximum, console=console))
+    click.echo(summary(result))
+    if json_path:
+        json_path.write_text(json.dumps(demo_json(result), indent=1))
+    sys.exit(0 if result.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
