@@ -11,6 +11,7 @@ import secrets
 import time
 from typing import Any
 
+from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 from distributed.security import Security
 from tornado.ioloop import PeriodicCallback
@@ -18,7 +19,7 @@ from tornado.ioloop import PeriodicCallback
 from .config import settings
 from .errors import ClusterExists, InvalidRequest, RawCloudError
 from .launcher import ClusterIdentity, NodeLauncher
-from .model import Node, WorkerPool
+from .model import Node, NodeState, WorkerPool
 from .providers import get_provider
 from .security import CertificateAuthority
 from .state import ClusterRecord, StateDir, check_name
@@ -280,10 +281,30 @@ class RawCloudCluster(SpecCluster):
     async def _close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if self.status in (Status.running, Status.failed) and not await self._scheduler_alive():
+            # A watchdog (or `down`) already ended the scheduler: there is nobody
+            # to retire workers gracefully, and asking would wait for a connect
+            # timeout. Leftover nodes are terminated below all the same.
+            self.scheduler.status = Status.closed
+            self.shutdown_scheduler = False
         try:
             await super()._close()
         finally:
             await self._remove_everything()
+
+    async def _scheduler_alive(self) -> bool:
+        node = getattr(self.scheduler, "node", None)
+        if node is None:
+            return False
+        return any(n.id == node.id and n.state is NodeState.running for n in await self.nodes())
+
+    async def _watch_worker_status(self, comm) -> None:
+        await super()._watch_worker_status(comm)
+        if self.status == Status.running:
+            logger.warning(
+                "cluster %s: the scheduler connection ended; if a watchdog closed it, "
+                "its reason is in the scheduler node's log", self.name
+            )
 
     async def _remove_everything(self) -> None:
         """Terminate whatever the provider still lists for this cluster, then forget it."""
