@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -9,14 +10,20 @@ import numbers
 import os
 import secrets
 import time
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
+import dask.config
+from dask.utils import parse_bytes
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 from distributed.security import Security
+from distributed.utils import NoOpAwaitable
 from tornado.ioloop import PeriodicCallback
 
-from .config import settings
+from .adaptive import RawCloudAdaptive
+from .config import Settings, settings
 from .errors import ClusterExists, InvalidRequest, RawCloudError
 from .launcher import ClusterIdentity, NodeLauncher
 from .model import Node, NodeState, WorkerPool
@@ -80,6 +87,45 @@ class WorkerNode(ProcessInterface):
         await super().close()
 
 
+def _pools(
+    pools: Sequence[WorkerPool] | None,
+    cpu: Any,
+    memory: Any,
+    resources: dict[str, float] | None,
+    s: Settings,
+) -> list[WorkerPool]:
+    if pools is None:
+        return [
+            WorkerPool(
+                cpu=s.worker_cpu if cpu is None else cpu,
+                memory=s.worker_memory if memory is None else memory,
+                resources=dict(resources or {}),
+            )
+        ]
+    if cpu is not None or memory is not None or resources is not None:
+        raise InvalidRequest(
+            "give pools=[WorkerPool(...)] or worker_cpu=/worker_memory=/worker_resources=, not both."
+        )
+    pools = list(pools)
+    if not pools or not all(isinstance(p, WorkerPool) for p in pools):
+        raise InvalidRequest(f"pools must be a non-empty list of WorkerPool, got {pools!r}.")
+    names = [p.name for p in pools]
+    if len(set(names)) != len(names):
+        raise InvalidRequest(f"pool names must differ, got {names}.")
+    return pools
+
+
+def _adaptive_defaults() -> dict[str, Any]:
+    return {
+        arg: dask.config.get(f"rawcloud.adaptive.{key}")
+        for arg, key in [
+            ("interval", "interval"),
+            ("target_duration", "target-duration"),
+            ("boot_estimate", "boot-estimate"),
+        ]
+    }
+
+
 def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise InvalidRequest(f"{what} must be a whole number >= 0, got {value!r}.")
@@ -100,7 +146,11 @@ class RawCloudCluster(SpecCluster):
         ``"local"`` (default, ``rawcloud.provider``).
     worker_cpu, worker_memory, worker_resources
         What each worker needs: threads, memory such as ``"4GiB"``, and Dask
-        resources such as ``{"GPU": 1}``.
+        resources such as ``{"GPU": 1}``. The single-pool form of ``pools``.
+    pools : list of WorkerPool, optional
+        Several pools, each with its own size, resources, minimum and maximum.
+        Tasks that ask for a resource run on the pool that provides it; the
+        others on the first pool without special resources.
     tls : bool, optional
         Mutual TLS from a per-cluster CA (default on, ``rawcloud.tls``).
     idle_timeout, no_client_timeout, max_lifetime : str or float, optional
@@ -126,6 +176,7 @@ class RawCloudCluster(SpecCluster):
         worker_cpu: int | None = None,
         worker_memory: str | int | None = None,
         worker_resources: dict[str, float] | None = None,
+        pools: Sequence[WorkerPool] | None = None,
         tls: bool | None = None,
         idle_timeout: str | float | None = None,
         no_client_timeout: str | float | None = None,
@@ -137,8 +188,6 @@ class RawCloudCluster(SpecCluster):
         silence_logs: str | bool = False,
         **provider_options: Any,
     ):
-        import dask.config
-
         overrides = {
             f"rawcloud.scheduler.{key}": value
             for key, value in [
@@ -155,18 +204,18 @@ class RawCloudCluster(SpecCluster):
 
         # Every check comes before anything is started or recorded.
         n_workers = _count(n_workers, "n_workers")
-        self.pool = WorkerPool(
-            cpu=s.worker_cpu if worker_cpu is None else worker_cpu,
-            memory=s.worker_memory if worker_memory is None else worker_memory,
-            resources=dict(worker_resources or {}),
-        )
+        pools = _pools(pools, worker_cpu, worker_memory, worker_resources, s)
+        self.pools: dict[str, WorkerPool] = {p.name: p for p in pools}
+        self.pool = pools[0]  # scale(n) and n_workers act on the first pool
         provider_name = provider or s.provider
         embedded = {}
         if provider_name == "local":
             embedded = {"state_dir": s.state_dir, "terminate_grace_s": s.local_terminate_grace_s}
         self.provider = get_provider(provider_name, **embedded, **provider_options)
-        self.provider.check(self.pool)
+        for pool in pools:
+            self.provider.check(pool)
         self.provider.check(SCHEDULER_POOL)
+        self.billing = {p.name: self.provider.billing(p) for p in pools}
         name = check_name(name or f"rawcloud-{secrets.token_hex(4)}")
         self._state = StateDir(s.state_dir)
         self._owns_state = False
@@ -208,15 +257,8 @@ class RawCloudCluster(SpecCluster):
         )
         self._heartbeat_interval_s = min(10.0, max(0.25, (s.no_client_timeout_s or 40) / 4))
         self._heartbeat: PeriodicCallback | None = None
-        worker = {
-            "cls": WorkerNode,
-            "options": {
-                "launcher": self.launcher,
-                "pool": self.pool,
-                "nthreads": self.pool.cpu,
-                "memory_limit": self.pool.memory,
-            },
-        }
+        self._pool_specs = {p.name: self._spec_for(p) for p in pools}
+        worker = self._pool_specs[self.pool.name]
         self._worker_numbers = itertools.count()
         try:
             super().__init__(
@@ -239,21 +281,123 @@ class RawCloudCluster(SpecCluster):
     def cluster_id(self) -> str:
         return self.name
 
-    def new_worker_spec(self) -> dict[str, dict]:
+    def _spec_for(self, pool: WorkerPool) -> dict[str, Any]:
+        return {
+            "cls": WorkerNode,
+            "options": {
+                "launcher": self.launcher,
+                "pool": pool,
+                "nthreads": pool.cpu,
+                "memory_limit": pool.memory,
+            },
+        }
+
+    def _new_name(self, pool: str) -> str:
         # Never reuse a name: a new node must not be mistaken for a retiring
         # one, and the scheduler refuses a second worker of the same name.
-        return {f"{self.pool.name}-{next(self._worker_numbers)}": self.new_spec}
+        return f"{pool}-{next(self._worker_numbers)}"
 
-    def adapt(self, *args: Any, minimum: float = 0, maximum: float = math.inf, **kwargs: Any):
-        """Scale between ``minimum`` and ``maximum`` workers; see ``SpecCluster.adapt``."""
-        for what, value in (("minimum", minimum), ("maximum", maximum)):
+    def new_worker_spec(self) -> dict[str, dict]:
+        return {self._new_name(self.pool.name): self.new_spec}
+
+    def add_workers(self, pool: str, count: int) -> None:
+        """Ask for ``count`` more workers of ``pool``; ``_correct_state`` launches them."""
+        if self.status in (Status.closing, Status.closed):
+            return
+        for _ in range(count):
+            self.worker_spec[self._new_name(pool)] = self._pool_specs[pool]
+
+    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None,
+              pool: str | None = None):
+        """Scale one pool (the first, by default) to ``n`` workers."""
+        target = self._pool(pool)
+        if memory is not None:
+            n = max(n, math.ceil(parse_bytes(memory) / target.memory))
+        if cores is not None:
+            n = max(n, math.ceil(cores / target.cpu))
+        n = _count(n, "n")
+        mine = [k for k, v in self.worker_spec.items() if v["options"]["pool"].name == target.name]
+        if len(mine) > n:
+            connected = {w["name"] for w in self.scheduler_info.get("workers", {}).values()}
+            # Drop workers that are still booting first, then the newest.
+            mine.sort(key=lambda k: (k not in connected, int(k.rsplit("-", 1)[1])), reverse=True)
+            for name in mine[: len(mine) - n]:
+                del self.worker_spec[name]
+        else:
+            self.add_workers(target.name, n - len(mine))
+        self.loop.add_callback(self._correct_state)
+        if self.asynchronous:
+            return NoOpAwaitable()
+
+    def _pool(self, name: str | None) -> WorkerPool:
+        if name is None:
+            return self.pool
+        if name not in self.pools:
+            raise InvalidRequest(f"no pool named {name!r}; the pools are {sorted(self.pools)}.")
+        return self.pools[name]
+
+    async def retire(self, names: Sequence[str]) -> None:
+        """Retire these workers gracefully (their data moves first), then end their nodes."""
+        await self.scale_down([n for n in names if n in self.worker_spec])
+
+    async def _correct_state_internal(self) -> None:
+        # SpecCluster asks the scheduler to retire spec keys as if they were
+        # addresses, which retires nothing; retire by name so data moves first.
+        closing = sorted(set(self.workers) - set(self.worker_spec))
+        if closing and self.scheduler_comm is not None and self.scheduler.status == Status.running:
+            with suppress(OSError):
+                await self.scheduler_comm.retire_workers(names=closing)
+        await super()._correct_state_internal()
+
+    def launched_at(self, name: str) -> float | None:
+        worker = self.workers.get(name)
+        node = getattr(worker, "node", None)
+        return node.launched_at if node is not None else None
+
+    def adapt(
+        self,
+        Adaptive: type | None = None,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        **kwargs: Any,
+    ):
+        """Scale each pool by the work waiting for it, from zero and back to zero.
+
+        With one pool, ``minimum`` and ``maximum`` bound it; with several, set
+        them on each ``WorkerPool``. Keyword arguments go to
+        :class:`~dask_rawcloud.adaptive.RawCloudAdaptive` (``interval``,
+        ``target_duration``, ``budget``, ...). ``Adaptive=distributed.deploy.Adaptive``
+        selects distributed's stock policy instead.
+        """
+        low = 0 if minimum is None else minimum
+        high = math.inf if maximum is None else maximum
+        for what, value in (("minimum", low), ("maximum", high)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
                 raise InvalidRequest(f"adapt {what} must be a number >= 0, got {value!r}.")
-        if minimum > maximum:
+        if low > high:
             raise InvalidRequest(
-                f"adapt minimum ({minimum}) is larger than maximum ({maximum}); swap them."
+                f"adapt minimum ({low}) is larger than maximum ({high}); swap them."
             )
-        return super().adapt(*args, minimum=minimum, maximum=maximum, **kwargs)
+        if Adaptive is not None:
+            return super().adapt(Adaptive=Adaptive, minimum=low, maximum=high, **kwargs)
+        if minimum is not None or maximum is not None:
+            if len(self.pools) > 1:
+                raise InvalidRequest(
+                    "this cluster has several pools: set minimum= and maximum= on each "
+                    "WorkerPool instead of in adapt()."
+                )
+            self.pool = dataclasses.replace(self.pool, minimum=int(low), maximum=high)
+            self.pools = {self.pool.name: self.pool}
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        defaults = _adaptive_defaults()
+        self._adaptive = RawCloudAdaptive(self, **{**defaults, **kwargs})
+        return self._adaptive
+
+    @property
+    def adaptive_log(self) -> list:
+        """(time, decision) pairs of the pool-aware policy, newest last."""
+        return list(getattr(self._adaptive, "log", ()))
 
     async def _start(self) -> None:
         try:
@@ -281,6 +425,7 @@ class RawCloudCluster(SpecCluster):
     async def _close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        self.worker_spec.clear()  # every pool, not only the one scale(0) acts on
         if self.status in (Status.running, Status.failed) and not await self._scheduler_alive():
             # A watchdog (or `down`) already ended the scheduler: there is nobody
             # to retire workers gracefully, and asking would wait for a connect

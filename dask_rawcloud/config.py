@@ -40,6 +40,10 @@ class Settings:
     max_lifetime_s: float | None
     boot_timeout_s: float
     local_terminate_grace_s: float
+    local_boot_delay_s: float
+    local_billing_minimum_s: float
+    local_billing_increment_s: float
+    local_price_per_hour: float
 
 
 def default_state_dir() -> pathlib.Path:
@@ -70,4 +74,8 @@ def settings() -> Settings:
         max_lifetime_s=_seconds(get("scheduler.max-lifetime")),
         boot_timeout_s=float(parse_timedelta(get("boot-timeout"))),
         local_terminate_grace_s=float(parse_timedelta(get("local.terminate-grace"))),
+        local_boot_delay_s=float(parse_timedelta(get("local.boot-delay"))),
+        local_billing_minimum_s=float(parse_timedelta(get("local.billing.minimum"))),
+        local_billing_increment_s=float(parse_timedelta(get("local.billing.increment"))),
+        local_price_per_hour=float(get("local.billing.price-per-hour")),
     )

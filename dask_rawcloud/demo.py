@@ -93,7 +93,7 @@ async def run_demo(
     async with RawCloudCluster(
         name=name, worker_cpu=1, worker_memory="1GiB", asynchronous=True, silence_logs="warning"
     ) as cluster:
-        cluster.adapt(minimum=0, maximum=maximum, interval="500ms", wait_count=2)
+        cluster.adapt(minimum=0, maximum=maximum)
         console.print(f"cluster [bold]{name}[/] at {cluster.scheduler_address}  {cluster.dashboard_link}")
         progress = Progress(
             TextColumn("{task.description}"),

@@ -5,7 +5,8 @@
     RawCloudError
      ├── InvalidRequest (ValueError)      bad input, raised before anything is started
      │    ├── UnknownProvider             provider name not registered
-     │    └── NodeTooLarge                no machine type of the provider can hold the node
+     │    ├── NodeTooLarge                no machine type of the provider can hold the node
+     │    └── InfeasibleRequest           tasks ask for resources no worker pool provides
      ├── ClusterExists                    a name already in use
      ├── ClusterNotFound (LookupError)    no cluster by that name
      ├── ProviderError                    the provider could not do what it was asked
@@ -21,6 +22,7 @@ __all__ = [
     "BootError",
     "ClusterExists",
     "ClusterNotFound",
+    "InfeasibleRequest",
     "InvalidRequest",
     "LaunchError",
     "NodeTooLarge",
@@ -44,6 +46,10 @@ class UnknownProvider(InvalidRequest):
 
 class NodeTooLarge(InvalidRequest):
     """No machine the provider offers can hold the requested node."""
+
+
+class InfeasibleRequest(InvalidRequest):
+    """Tasks ask for resources that no worker pool of the cluster provides."""
 
 
 class ClusterExists(RawCloudError):

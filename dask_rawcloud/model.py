@@ -115,6 +115,7 @@ class NodeSpec:
     no_client_timeout_s: float | None = None
     max_lifetime_s: float | None = None
     ready_file: str | None = None
+    boot_delay_s: float = 0.0  # rehearse a VM's boot time before dask starts
     on_exit: Literal["exit", "poweroff"] = "exit"
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ async def start_scheduler(spec: NodeSpec):
     from distributed import Scheduler
 
     from .watchdog import Watchdog
+    from .workload import WorkloadPlugin
 
     security, protocol = _security(spec)
     dashboard = spec.dashboard_port is not None
@@ -65,6 +66,7 @@ async def start_scheduler(spec: NodeSpec):
         idle_timeout=spec.idle_timeout_s,
     )
     scheduler.add_plugin(Watchdog(spec.no_client_timeout_s, spec.max_lifetime_s))
+    scheduler.add_plugin(WorkloadPlugin())
     await scheduler
     return scheduler, {"address": scheduler.address, "dashboard_link": _dashboard(scheduler)}
 
@@ -101,6 +103,8 @@ async def run(spec: NodeSpec) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    if spec.boot_delay_s:
+        await asyncio.sleep(spec.boot_delay_s)
     start = start_scheduler if spec.role == "scheduler" else start_worker
     server, ready = await start(spec)
     if spec.ready_file:

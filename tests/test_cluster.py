@@ -65,7 +65,7 @@ async def test_scale_up_then_to_zero_in_one_launch_call():
 
 async def test_adapt_scales_from_zero_on_a_burst_and_back_to_zero():
     async with RawCloudCluster(asynchronous=True) as cluster:
-        cluster.adapt(minimum=0, maximum=4, interval="200ms", wait_count=2)
+        cluster.adapt(minimum=0, maximum=4, interval="200ms")
         async with Client(cluster, asynchronous=True) as client:
             assert not connected(cluster)
             futures = client.map(tasks.slow_inc, range(24))

@@ -12,6 +12,7 @@ import abc
 from collections.abc import Iterable
 
 from ..model import LaunchRequest, Node, WorkerPool
+from ..policy.scaling import Billing
 
 __all__ = ["Provider"]
 
@@ -28,6 +29,10 @@ class Provider(abc.ABC):
 
     def check(self, pool: WorkerPool) -> None:
         """Raise ``InvalidRequest`` now if no node of this provider can hold ``pool``."""
+
+    def billing(self, pool: WorkerPool) -> Billing:
+        """How a node of ``pool`` is billed."""
+        return Billing()
 
     @abc.abstractmethod
     async def launch(self, request: LaunchRequest) -> list[Node]:

@@ -34,6 +34,7 @@ from ..config import settings
 from ..errors import LaunchError, NodeTooLarge
 from ..model import LaunchRequest, Node, NodeState, WorkerPool
 from ..node import NODE_ENV
+from ..policy.scaling import Billing
 from ..state import StateDir, read_json, write_json
 from .base import Provider
 
@@ -69,14 +70,28 @@ class LocalProvider(Provider):
         Where node records live (default: ``rawcloud.state-dir``).
     terminate_grace_s : float, optional
         Time between SIGTERM and SIGKILL (default: ``rawcloud.local.terminate-grace``).
+    boot_delay_s : float, optional
+        Delay before a worker node starts dask (default: ``rawcloud.local.boot-delay``).
+    billing : Billing, optional
+        How nodes are billed, for measurement (default: ``rawcloud.local.billing``).
     """
 
     name = "local"
 
-    def __init__(self, state_dir: Any = None, terminate_grace_s: float | None = None):
+    def __init__(
+        self,
+        state_dir: Any = None,
+        terminate_grace_s: float | None = None,
+        boot_delay_s: float | None = None,
+        billing: Billing | None = None,
+    ):
         s = settings()
         self.state = StateDir(pathlib.Path(state_dir) if state_dir else s.state_dir)
         self.grace_s = s.local_terminate_grace_s if terminate_grace_s is None else terminate_grace_s
+        self.boot_delay_s = s.local_boot_delay_s if boot_delay_s is None else boot_delay_s
+        self._billing = billing or Billing(
+            s.local_billing_minimum_s, s.local_billing_increment_s, s.local_price_per_hour
+        )
         # Our own children, polled so that they are reaped and never linger as zombies.
         self._children: dict[str, subprocess.Popen] = {}
 
@@ -90,6 +105,9 @@ class LocalProvider(Provider):
                 f"which has {cpus} cpu and {format_bytes(memory)}. Ask for at most that "
                 "(worker_cpu=, worker_memory=), or use a cloud provider."
             )
+
+    def billing(self, pool: WorkerPool) -> Billing:
+        return self._billing
 
     # -- paths and records ----------------------------------------------------
     def _nodes_dir(self, cluster_id: str) -> pathlib.Path:
@@ -151,7 +169,8 @@ class LocalProvider(Provider):
     def _start(self, nodes_dir: pathlib.Path, request: LaunchRequest, spec) -> Node:
         node_id = f"local-{secrets.token_hex(6)}"
         ready_file = nodes_dir / f"{node_id}.ready"
-        spec = dataclasses.replace(spec, ready_file=str(ready_file))
+        delay = self.boot_delay_s if spec.role == "worker" else 0.0
+        spec = dataclasses.replace(spec, ready_file=str(ready_file), boot_delay_s=delay)
         spec_file = write_spec(nodes_dir / f"{node_id}.spec", spec)
         env = {**os.environ, NODE_ENV: f"{request.cluster_id}/{node_id}"}
         with open(nodes_dir / f"{node_id}.log", "ab") as log:
