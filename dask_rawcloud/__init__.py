@@ -1,12 +1,14 @@
 """Elastic Dask clusters on raw cloud VMs, with no Kubernetes."""
 
 from . import config as _config  # noqa: F401  (registers the rawcloud.* defaults)
+from .adaptive import RawCloudAdaptive
 from .cluster import RawCloudCluster
 from .connect import connect
 from .errors import (
     BootError,
     ClusterExists,
     ClusterNotFound,
+    InfeasibleRequest,
     InvalidRequest,
     LaunchError,
     NodeTooLarge,
@@ -22,10 +24,12 @@ __all__ = [
     "BootError",
     "ClusterExists",
     "ClusterNotFound",
+    "InfeasibleRequest",
     "InvalidRequest",
     "LaunchError",
     "NodeTooLarge",
     "ProviderError",
+    "RawCloudAdaptive",
     "RawCloudCluster",
     "RawCloudError",
     "UnknownProvider",

@@ -390,7 +390,7 @@ class RawCloudCluster(SpecCluster):
             self.pools = {self.pool.name: self.pool}
         if self._adaptive is not None:
             self._adaptive.stop()
-        defaults = _adaptive_defaults()
+        defaults = {**_adaptive_defaults(), "max_lifetime": self.launcher.identity.max_lifetime_s}
         self._adaptive = RawCloudAdaptive(self, **{**defaults, **kwargs})
         return self._adaptive
 
