@@ -248,6 +248,7 @@ class RawCloudCluster(SpecCluster):
                 ca=ca,
                 host="127.0.0.1",
                 death_timeout_s=s.worker_death_timeout_s,
+                nanny=s.worker_nanny,
                 idle_timeout_s=s.idle_timeout_s,
                 no_client_timeout_s=s.no_client_timeout_s,
                 max_lifetime_s=s.max_lifetime_s,

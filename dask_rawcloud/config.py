@@ -34,6 +34,7 @@ class Settings:
     worker_cpu: int
     worker_memory: int
     worker_death_timeout_s: float
+    worker_nanny: bool
     dashboard: bool
     idle_timeout_s: float | None
     no_client_timeout_s: float | None
@@ -68,6 +69,7 @@ def settings() -> Settings:
         worker_cpu=get("worker.cpu"),
         worker_memory=parse_bytes(get("worker.memory")),
         worker_death_timeout_s=float(parse_timedelta(get("worker.death-timeout"))),
+        worker_nanny=bool(get("worker.nanny")),
         dashboard=bool(get("scheduler.dashboard")),
         idle_timeout_s=_seconds(get("scheduler.idle-timeout")),
         no_client_timeout_s=_seconds(get("scheduler.no-client-timeout")),

@@ -69,6 +69,7 @@ class ClusterIdentity:
     ca: CertificateAuthority | None
     host: str
     death_timeout_s: float
+    nanny: bool
     idle_timeout_s: float | None
     no_client_timeout_s: float | None
     max_lifetime_s: float | None
@@ -123,6 +124,7 @@ class NodeLauncher:
             memory_limit=pool.memory,
             resources=dict(pool.resources),
             death_timeout_s=i.death_timeout_s,
+            nanny=i.nanny,
             **self._tls(name),
         )
 

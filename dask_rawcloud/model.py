@@ -111,6 +111,7 @@ class NodeSpec:
     memory_limit: int = 0
     resources: dict[str, float] = field(default_factory=dict)
     death_timeout_s: float = 60.0
+    nanny: bool = True  # False: the worker runs in the agent's own process, one process per node
     idle_timeout_s: float | None = None
     no_client_timeout_s: float | None = None
     max_lifetime_s: float | None = None

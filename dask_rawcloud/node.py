@@ -78,10 +78,12 @@ def _dashboard(scheduler) -> str | None:
 
 
 async def start_worker(spec: NodeSpec):
-    from distributed import Nanny
+    from distributed import Nanny, Worker
 
     security, protocol = _security(spec)
-    nanny = Nanny(
+    # With a Nanny the worker runs in a child process the Nanny restarts if it
+    # dies; without, it runs here, which halves the processes (and memory) per node.
+    server = (Nanny if spec.nanny else Worker)(
         spec.scheduler_address,
         name=spec.name,
         nthreads=spec.nthreads,
@@ -93,8 +95,9 @@ async def start_worker(spec: NodeSpec):
         death_timeout=spec.death_timeout_s,
         dashboard=False,
     )
-    await nanny
-    return nanny, {"address": nanny.worker_address}
+    await server
+    address = server.worker_address if spec.nanny else server.address
+    return server, {"address": address}
 
 
 async def run(spec: NodeSpec) -> int:

@@ -114,3 +114,17 @@ def test_names_are_never_reused(state_dir):
             client.wait_for_workers(2, timeout=60)
             wait_until(lambda: not [n for n in cluster.sync(cluster.nodes) if n.name == "default-0"],
                        30, "default-0 to end")
+
+
+@pytest.mark.timeout(60)
+async def test_workers_without_a_nanny_run_one_process_per_node():
+    import dask
+
+    with dask.config.set({"rawcloud.worker.nanny": False}):
+        async with RawCloudCluster(n_workers=2, asynchronous=True) as cluster:
+            async with Client(cluster, asynchronous=True) as client:
+                await client.wait_for_workers(2, timeout=60)
+                assert await client.submit(tasks.slow_inc, 1, seconds=0) == 2
+                assert len(node_processes(cluster.name)) == 3  # scheduler + two workers
+                cluster.scale(0)
+                await wait_for(lambda: len(node_processes(cluster.name)) == 1, 30, "workers to end")
