@@ -15,6 +15,7 @@ from .errors import InvalidRequest
 __all__ = ["LaunchRequest", "Node", "NodeSpec", "NodeState", "Role", "WorkerPool"]
 
 Role = Literal["scheduler", "worker"]
+MARKETS = ("on-demand", "spot", "spot_with_fallback")
 
 
 def positive_int(value: Any, what: str, fix: str) -> int:
@@ -55,6 +56,15 @@ class WorkerPool:
         Dask resources each worker advertises, such as ``{"GPU": 1}``.
     minimum, maximum : int
         Bounds on the number of workers for adaptive scaling.
+    gpu, gpu_model, arch : optional
+        GPUs per worker (which also advertises the Dask resource ``GPU``), a
+        GPU model such as ``"A10G"``, and ``"x86_64"`` or ``"arm64"``.
+    market : str
+        ``"on-demand"``, ``"spot"`` or ``"spot_with_fallback"`` (cloud providers).
+    regions, instance_types : tuple of str
+        Where workers may run, and an optional allow-list of instance types.
+    max_types : int
+        At most this many instance types are offered to the cloud per launch.
     """
 
     name: str = "default"
@@ -63,6 +73,13 @@ class WorkerPool:
     resources: dict[str, float] = field(default_factory=dict)
     minimum: int = 0
     maximum: float = math.inf
+    gpu: int = 0
+    gpu_model: str | None = None
+    arch: str | None = None
+    market: str = "on-demand"
+    regions: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = ()
+    max_types: int = 8
 
     def __post_init__(self) -> None:
         fix = f"Fix the {self.name!r} worker pool."
@@ -77,6 +94,19 @@ class WorkerPool:
                 raise InvalidRequest(
                     f"resource {key!r} must be a positive number, got {amount!r}. {fix}"
                 )
+        if isinstance(self.gpu, bool) or not isinstance(self.gpu, int) or self.gpu < 0:
+            raise InvalidRequest(f"gpu must be a whole number >= 0, got {self.gpu!r}. {fix}")
+        if self.gpu and "GPU" not in self.resources:
+            object.__setattr__(self, "resources", {**self.resources, "GPU": self.gpu})
+        if self.market not in MARKETS:
+            raise InvalidRequest(
+                f"market must be one of {', '.join(MARKETS)}, got {self.market!r}. {fix}"
+            )
+        if self.arch not in (None, "x86_64", "arm64"):
+            raise InvalidRequest(f"arch must be 'x86_64' or 'arm64', got {self.arch!r}. {fix}")
+        object.__setattr__(self, "regions", tuple(self.regions))
+        object.__setattr__(self, "instance_types", tuple(self.instance_types))
+        positive_int(self.max_types, "max_types", fix)
         if not isinstance(self.minimum, numbers.Real) or self.minimum < 0:
             raise InvalidRequest(f"minimum must be >= 0, got {self.minimum!r}. {fix}")
         if not isinstance(self.maximum, numbers.Real) or self.maximum < self.minimum:
@@ -85,7 +115,8 @@ class WorkerPool:
             )
 
     def describe(self) -> str:
-        return f"{self.cpu} cpu, {format_bytes(self.memory)}"
+        gpu = f", {self.gpu} GPU{' ' + self.gpu_model if self.gpu_model else ''}" if self.gpu else ""
+        return f"{self.cpu} cpu, {format_bytes(self.memory)}{gpu}"
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ import os
 import pathlib
 import shutil
 import tempfile
+import uuid
 
 import dask.config
+import psutil
 import pytest
 
 from dask_rawcloud.providers.local import node_processes
@@ -16,6 +18,9 @@ _STATE = pathlib.Path(tempfile.mkdtemp(prefix="rawcloud-test-state-"))
 # Set before anything reads it, and inherited by every subprocess a test starts.
 os.environ["DASK_RAWCLOUD__STATE_DIR"] = str(_STATE)
 dask.config.set({"rawcloud.state-dir": str(_STATE)})
+# Inherited by every node this session starts, so the leak check counts only ours.
+_SESSION = uuid.uuid4().hex
+os.environ["RAWCLOUD_TEST_SESSION"] = _SESSION
 # Nodes run tasks from tests/tasks.py, so they import from here as any user's
 # workers import the user's modules: the environment is the same.
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -27,12 +32,17 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 def no_leaks_after_the_suite():
     """After every test: no node process and no recorded cluster may remain."""
     yield
-    leaked = node_processes()
-    for p in leaked:
-        p.kill()
+    leaked = {}
+    for p in node_processes():
+        try:
+            if p.environ().get("RAWCLOUD_TEST_SESSION") == _SESSION:
+                leaked[p.pid] = " ".join(p.cmdline())
+                p.kill()
+        except psutil.Error:
+            pass  # ended meanwhile
     leftover = sorted(p.name for p in _STATE.iterdir())
     shutil.rmtree(_STATE, ignore_errors=True)
-    assert not leaked, f"node processes leaked: {[p.cmdline() for p in leaked]}"
+    assert not leaked, f"node processes leaked: {leaked}"
     assert not leftover, f"cluster state left behind: {leftover}"
 
 
