@@ -39,6 +39,7 @@ from distributed import Client, get_task_stream  # noqa: E402
 from distributed.deploy import Adaptive  # noqa: E402
 
 from dask_rawcloud import RawCloudCluster, WorkerPool  # noqa: E402
+from dask_rawcloud.catalog import Catalog  # noqa: E402
 from dask_rawcloud.cost import Meter, busy_worker_seconds  # noqa: E402
 from dask_rawcloud.policy.scaling import Billing  # noqa: E402
 from dask_rawcloud.providers.local import node_processes  # noqa: E402
@@ -124,6 +125,12 @@ class Recorder:
         return max((self.billing.paid_until(a, b) for a, b in self.node_seen.values()), default=0)
 
 
+def hourly_prices() -> dict[str, float]:
+    """What a node of each pool would cost on EC2: on-demand us-east-1, from the bundled catalog."""
+    prices = Catalog.bundled().prices["us-east-1"]
+    return {"cpu": prices["m6i.large"].on_demand, "gpu": prices["g5.xlarge"].on_demand}
+
+
 async def run_trace(trace: Trace, policy: str, args, billing: Billing) -> dict:
     pools = (
         [WorkerPool("cpu", maximum=8), WorkerPool("gpu", resources={"GPU": 1}, maximum=2)]
@@ -176,6 +183,8 @@ async def run_trace(trace: Trace, policy: str, args, billing: Billing) -> dict:
         "billed_worker_s": round(billed, 2),
         "busy_worker_s": round(busy, 2),
         "gpu_billed_worker_s": round(rec.billed_worker_s("gpu"), 2),
+        "billed_usd": round(sum(rec.billed_worker_s(pool) * price / 3600
+                                for pool, price in hourly_prices().items()), 5),
         "makespan_s": [round(m, 2) for m in makespans],
         "first_task_s": round(first_task_s, 2) if first_task_s is not None else None,
         "end_to_zero_workers_s": _since(rec.zero_workers_at, last_stop),
@@ -254,7 +263,8 @@ def main() -> None:
     for name, pair in results.items():
         r, s = pair["rawcloud"], pair["stock"]
         ratio = [round(a / b, 2) for a, b in zip(r["makespan_s"], s["makespan_s"])]
-        print(f"{name:13s} rawcloud/stock: billed {r['billed_worker_s'] / s['billed_worker_s']:.2f}, "
+        print(f"{name:13s} rawcloud/stock: billed {r['billed_worker_s'] / s['billed_worker_s']:.2f} "
+              f"(USD {r['billed_usd'] / s['billed_usd']:.2f}), "
               f"makespan {ratio}")
     if args.plot:
         plot(results, args.plot)

@@ -76,3 +76,18 @@ def test_name_in_use_is_refused_and_the_first_cluster_is_untouched():
 async def test_removing_an_unknown_cluster_names_the_known_ones():
     with pytest.raises(ClusterNotFound, match="no cluster named 'nope'.*dask-rawcloud ls"):
         await remove_cluster(state_dir(), "nope")
+
+
+def test_a_scheduler_that_cannot_boot_fails_fast_with_its_log(tmp_path, monkeypatch, state_dir):
+    """A broken environment on the node: the error shows the node's own log, nothing is left."""
+    from dask_rawcloud import BootError
+
+    broken = tmp_path / "distributed"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise RuntimeError('broken environment on the node')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(BootError, match="exited before it was ready") as info:
+        RawCloudCluster(name="cannot-boot")
+    assert "broken environment on the node" in info.value.log
+    assert not node_processes("cannot-boot")
+    assert not (state_dir / "cannot-boot").exists()
