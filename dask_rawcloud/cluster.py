@@ -24,7 +24,7 @@ from tornado.ioloop import PeriodicCallback
 
 from .adaptive import RawCloudAdaptive
 from .config import Settings, settings
-from .errors import ClusterExists, InvalidRequest, RawCloudError
+from .errors import ClusterExists, InvalidRequest, LaunchError, RawCloudError
 from .launcher import ClusterIdentity, NodeLauncher
 from .model import Node, NodeState, WorkerPool
 from .providers import get_provider
@@ -348,7 +348,16 @@ class RawCloudCluster(SpecCluster):
         if closing and self.scheduler_comm is not None and self.scheduler.status == Status.running:
             with suppress(OSError):
                 await self.scheduler_comm.retire_workers(names=closing)
-        await super()._correct_state_internal()
+        try:
+            await super()._correct_state_internal()
+        except LaunchError as e:
+            # Nodes the provider could not start (no capacity anywhere, a quota)
+            # leave the spec, so nobody waits for them; the rest run on.
+            logger.warning("cluster %s: %s", self.name, e)
+        finally:
+            for name in [n for n, w in self.workers.items() if getattr(w, "node", 1) is None]:
+                self.workers.pop(name)
+                self.worker_spec.pop(name, None)
 
     def launched_at(self, name: str) -> float | None:
         worker = self.workers.get(name)
@@ -462,6 +471,7 @@ class RawCloudCluster(SpecCluster):
             await self.provider.terminate([n.id for n in nodes])
         await self.provider.cleanup(self.name)
         await self.provider.close()
+        await self.launcher.close()
         self._state.remove(self.name)
 
     async def nodes(self) -> list[Node]:

@@ -81,3 +81,46 @@ def settings() -> Settings:
         local_billing_increment_s=float(parse_timedelta(get("local.billing.increment"))),
         local_price_per_hour=float(get("local.billing.price-per-hour")),
     )
+
+
+@dataclass(frozen=True)
+class AWSSettings:
+    region: str
+    endpoint_url: str | None
+    image: str | None
+    packages: tuple[str, ...]
+    scheduler_instance_type: str
+    scheduler_market: str
+    client_cidr: str | None
+    scheduler_port: int
+    dashboard_port: int
+    connect_via: str
+    root_volume_gib: int
+    fleet_batch: int
+    spot_allocation_strategy: str
+    max_attempts: int
+    failure_cooloff_s: float
+
+
+def aws_settings() -> AWSSettings:
+    """Read ``rawcloud.aws.*`` once."""
+    def get(key: str):
+        return dask.config.get(f"rawcloud.aws.{key}")
+
+    return AWSSettings(
+        region=get("region"),
+        endpoint_url=get("endpoint-url"),
+        image=get("image"),
+        packages=tuple(get("packages") or ()),
+        scheduler_instance_type=get("scheduler-instance-type"),
+        scheduler_market=get("scheduler-market"),
+        client_cidr=get("client-cidr"),
+        scheduler_port=int(get("scheduler-port")),
+        dashboard_port=int(get("dashboard-port")),
+        connect_via=get("connect-via"),
+        root_volume_gib=int(get("root-volume-gib")),
+        fleet_batch=int(get("fleet-batch")),
+        spot_allocation_strategy=get("spot-allocation-strategy"),
+        max_attempts=int(get("max-attempts")),
+        failure_cooloff_s=float(parse_timedelta(get("failure-cooloff"))),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import numbers
@@ -10,9 +11,18 @@ from typing import Any, Literal
 
 from dask.utils import format_bytes, parse_bytes
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, RawCloudError
 
-__all__ = ["LaunchRequest", "Node", "NodeSpec", "NodeState", "Role", "WorkerPool"]
+__all__ = [
+    "LaunchFailure",
+    "LaunchRequest",
+    "LaunchResult",
+    "Node",
+    "NodeSpec",
+    "NodeState",
+    "Role",
+    "WorkerPool",
+]
 
 Role = Literal["scheduler", "worker"]
 MARKETS = ("on-demand", "spot", "spot_with_fallback")
@@ -129,8 +139,11 @@ class NodeSpec:
 
     cluster_id: str
     role: Role
-    name: str
-    host: str = "127.0.0.1"
+    # None: the node asks the scheduler for its name by instance id, since one
+    # cloud call starts many nodes from one spec.
+    name: str | None
+    # None: listen on the address the instance metadata service reports.
+    host: str | None = "127.0.0.1"
     scheduler_address: str | None = None  # workers only
     port: int = 0
     dashboard_port: int | None = None  # scheduler only; None disables it
@@ -148,6 +161,7 @@ class NodeSpec:
     max_lifetime_s: float | None = None
     ready_file: str | None = None
     boot_delay_s: float = 0.0  # rehearse a VM's boot time before dask starts
+    boot_timeout_s: float = 600.0  # a worker that cannot learn its name by then ends its node
     on_exit: Literal["exit", "poweroff"] = "exit"
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,12 +190,19 @@ class Node:
     state: NodeState
     address: str | None = None  # the scheduler's contact address, once it is ready
     launched_at: float = 0.0
+    internal_address: str | None = None  # how other nodes reach it, if not ``address``
+    region: str = ""
+    zone: str = ""
+    instance_type: str = ""
+    market: str = ""
 
 
 @dataclass(frozen=True)
 class LaunchRequest:
-    """Start these nodes.
+    """Start one node per name, all from one spec.
 
+    One spec for the whole request is what lets a cloud start hundreds of
+    nodes in one call (one user-data for all); each node learns its own name.
     ``token`` makes the call idempotent: a provider that sees a token again
     returns the nodes it launched for it instead of launching more.
     """
@@ -190,4 +211,26 @@ class LaunchRequest:
     token: str
     role: Role
     pool: WorkerPool
-    nodes: tuple[NodeSpec, ...]
+    spec: NodeSpec
+    names: tuple[str, ...]
+
+    def node_spec(self, name: str) -> NodeSpec:
+        return dataclasses.replace(self.spec, name=name)
+
+
+@dataclass(frozen=True)
+class LaunchFailure:
+    """Part of a launch that failed, as a value: what, where, and how many nodes."""
+
+    token: str
+    error: RawCloudError
+    count: int = 0  # nodes of the request this failure left unlaunched (0: another offer took them)
+    offer: tuple[str, str, str, str] | None = None  # (type, region, zone id, market)
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """The nodes started for a request, in the order of its names, and what failed on the way."""
+
+    nodes: tuple[Node, ...]
+    failures: tuple[LaunchFailure, ...] = ()

@@ -4,6 +4,8 @@ Every provider boots every node with this one command, so a node on a
 laptop starts exactly as a node on a VM does. The agent:
 
 1. reads its ``NodeSpec`` (and deletes the file, which holds a private key);
+   on a VM it learns its address from the instance metadata service, and a
+   worker asks the scheduler for its name by instance id;
 2. starts a dask Scheduler (with the watchdogs) or a Nanny and its Worker;
 3. writes a ready file with its address once it listens, so nobody has to
    scrape logs;
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import gzip
 import json
 import logging
 import os
@@ -22,6 +26,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 from .model import NodeSpec
 
@@ -33,9 +38,51 @@ NODE_ENV = "DASK_RAWCLOUD_NODE"
 
 
 def read_spec(path: pathlib.Path) -> NodeSpec:
-    spec = NodeSpec.from_dict(json.loads(path.read_text()))
+    raw = path.read_bytes()
     path.unlink(missing_ok=True)  # the key now lives only in this process
+    if raw[:2] == b"\x1f\x8b":  # gzip: how user-data carries it, to stay small
+        raw = gzip.decompress(raw)
+    return NodeSpec.from_dict(json.loads(raw))
+
+
+async def on_the_machine(spec: NodeSpec) -> NodeSpec:
+    """Fill in what only the machine knows: its address and, for a worker, its name."""
+    if spec.host is not None and spec.name is not None:
+        return spec
+    from .imds import Metadata
+
+    metadata = Metadata()
+    host = spec.host or await asyncio.to_thread(metadata.get, "local-ipv4")
+    spec = dataclasses.replace(spec, host=host)
+    if spec.name is None:
+        node_id = await asyncio.to_thread(metadata.get, "instance-id")
+        spec = dataclasses.replace(spec, name=await _name_from_scheduler(spec, node_id))
     return spec
+
+
+async def _name_from_scheduler(spec: NodeSpec, node_id: str) -> str:
+    """Ask the scheduler, until the client has registered this node's name."""
+    from distributed.core import rpc
+
+    from .registry import LOOKUP_HANDLER
+
+    security, _ = _security(spec)
+    deadline = time.monotonic() + spec.boot_timeout_s
+    async with rpc(spec.scheduler_address,
+                   connection_args=security.get_connection_args("worker")) as scheduler:
+        while time.monotonic() < deadline:
+            try:
+                name = await getattr(scheduler, LOOKUP_HANDLER)(node_id=node_id)
+            except (OSError, asyncio.TimeoutError) as e:
+                logger.info("scheduler not reachable yet: %s", e)
+                name = None
+            if name:
+                return name
+            await asyncio.sleep(1.0)
+    raise TimeoutError(
+        f"node {node_id} got no worker name from {spec.scheduler_address} within "
+        f"{spec.boot_timeout_s:g}s; ending it."
+    )
 
 
 def _security(spec: NodeSpec):
@@ -51,6 +98,7 @@ def _security(spec: NodeSpec):
 async def start_scheduler(spec: NodeSpec):
     from distributed import Scheduler
 
+    from .registry import NameRegistry
     from .watchdog import Watchdog
     from .workload import WorkloadPlugin
 
@@ -67,6 +115,7 @@ async def start_scheduler(spec: NodeSpec):
     )
     scheduler.add_plugin(Watchdog(spec.no_client_timeout_s, spec.max_lifetime_s))
     scheduler.add_plugin(WorkloadPlugin())
+    scheduler.add_plugin(NameRegistry())
     await scheduler
     return scheduler, {"address": scheduler.address, "dashboard_link": _dashboard(scheduler)}
 
@@ -108,6 +157,7 @@ async def run(spec: NodeSpec) -> int:
 
     if spec.boot_delay_s:
         await asyncio.sleep(spec.boot_delay_s)
+    spec = await on_the_machine(spec)
     start = start_scheduler if spec.role == "scheduler" else start_worker
     server, ready = await start(spec)
     if spec.ready_file:

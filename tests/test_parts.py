@@ -114,10 +114,10 @@ async def test_a_repeated_launch_token_starts_nothing_new(state_dir):
     provider = LocalProvider(state_dir=state_dir, terminate_grace_s=5)
     name = "token-test"
     request = LaunchRequest(name, "tok-1", "scheduler", WorkerPool(name="scheduler"),
-                            (_scheduler_spec(name),))
+                            _scheduler_spec(name), ("scheduler",))
     try:
-        first = await provider.launch(request)
-        again = await provider.launch(request)
+        first = (await provider.launch(request)).nodes
+        again = (await provider.launch(request)).nodes
         assert [n.id for n in first] == [n.id for n in again]
         nodes = await wait_for(
             lambda: _running(provider, name), 30, "the node to report ready"
@@ -142,9 +142,10 @@ async def test_terminate_kills_a_node_that_does_not_stop_on_sigterm(state_dir):
     provider = LocalProvider(state_dir=state_dir, terminate_grace_s=0.5)
     name = "stubborn"
     try:
-        (node,) = await provider.launch(
-            LaunchRequest(name, "t", "scheduler", WorkerPool(name="scheduler"), (_scheduler_spec(name),))
-        )
+        (node,) = (await provider.launch(
+            LaunchRequest(name, "t", "scheduler", WorkerPool(name="scheduler"),
+                          _scheduler_spec(name), ("scheduler",))
+        )).nodes
         await wait_for(lambda: _running(provider, name), 30, "the node to be ready")
         (agent,) = node_processes(name)
         agent.suspend()  # a stopped process cannot act on SIGTERM, as a hung one would not

@@ -120,5 +120,9 @@ def test_building_drops_local_zones_and_implausible_spot(tmp_path):
         "m6i.xlarge,,,4.0,16.0,,0.192,,us-east-1,use1-az4,x86_64\n"
         "m6i.xlarge,,,4.0,16.0,,0.23,0.05,us-east-1,use1-atl2-az1,x86_64\n"
     )
-    data = build(csv)
-    assert data["prices"]["us-east-1"]["m6i.xlarge"] == {"on_demand": 0.192, "spot": {"use1-az1": 0.07}}
+    data = build(csv, "2026-12-05")
+    # Offered on demand in every regular zone; spot only where its price is plausible.
+    assert data["prices"]["us-east-1"]["m6i.xlarge"] == {
+        "on_demand": 0.192, "spot": {"use1-az1": 0.07}, "zones": ["use1-az1", "use1-az2", "use1-az4"]
+    }
+    assert data["built"] == "2026-12-05"

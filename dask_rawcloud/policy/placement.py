@@ -94,7 +94,7 @@ def rank(
             if "spot" in markets:
                 offers += [Offer(name, region, z, "spot", p, k) for z, p in prices.spot.items()]
             if "on-demand" in markets:
-                zones = sorted(prices.spot) or [""]
+                zones = prices.zones or ("",)
                 offers += [Offer(name, region, z, "on-demand", prices.on_demand, k) for z in zones]
     if not offers:
         raise NodeTooLarge(_nothing_fits(pool, catalog, regions))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 
-from ..model import LaunchRequest, Node, WorkerPool
+from ..model import LaunchRequest, LaunchResult, Node, WorkerPool
 from ..policy.scaling import Billing
 
 __all__ = ["Provider"]
@@ -35,8 +35,13 @@ class Provider(abc.ABC):
         return Billing()
 
     @abc.abstractmethod
-    async def launch(self, request: LaunchRequest) -> list[Node]:
-        """Start the nodes in ``request``; a repeated ``request.token`` launches nothing new."""
+    async def launch(self, request: LaunchRequest) -> LaunchResult:
+        """Start one node per name in ``request``; a repeated token launches nothing new.
+
+        Nodes that could not be started are missing from the result, and its
+        failures say why. Errors that leave nothing to launch (bad input,
+        credentials) are raised.
+        """
 
     @abc.abstractmethod
     async def terminate(self, node_ids: Iterable[str]) -> None:

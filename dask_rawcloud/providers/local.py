@@ -32,7 +32,7 @@ from dask.utils import format_bytes
 from ..bootstrap import node_command, write_spec
 from ..config import settings
 from ..errors import LaunchError, NodeTooLarge
-from ..model import LaunchRequest, Node, NodeState, WorkerPool
+from ..model import LaunchRequest, LaunchResult, Node, NodeState, WorkerPool
 from ..node import NODE_ENV
 from ..policy.scaling import Billing
 from ..state import StateDir, read_json, write_json
@@ -151,20 +151,20 @@ class LocalProvider(Provider):
         )
 
     # -- the interface --------------------------------------------------------
-    async def launch(self, request: LaunchRequest) -> list[Node]:
+    async def launch(self, request: LaunchRequest) -> LaunchResult:
         self.check(request.pool)
         nodes_dir = self._nodes_dir(request.cluster_id)
         token_file = nodes_dir / "requests" / f"{request.token}.json"
         if token_file.exists():
             ids = set(read_json(token_file))
-            return [
+            return LaunchResult(tuple(
                 self._node(r, *self._state(r))
                 for r in self._records(request.cluster_id)
                 if r["id"] in ids
-            ]
-        nodes = [self._start(nodes_dir, request, spec) for spec in request.nodes]
+            ))
+        nodes = [self._start(nodes_dir, request, request.node_spec(n)) for n in request.names]
         write_json(token_file, [n.id for n in nodes])
-        return nodes
+        return LaunchResult(tuple(nodes))
 
     def _start(self, nodes_dir: pathlib.Path, request: LaunchRequest, spec) -> Node:
         node_id = f"local-{secrets.token_hex(6)}"
