@@ -6,14 +6,19 @@ from .cluster import RawCloudCluster
 from .connect import connect
 from .errors import (
     BootError,
+    CapacityError,
     ClusterExists,
     ClusterNotFound,
+    CredentialsError,
+    ImageNotFound,
     InfeasibleRequest,
     InvalidRequest,
     LaunchError,
     NodeTooLarge,
     ProviderError,
+    QuotaExceeded,
     RawCloudError,
+    Throttled,
     UnknownProvider,
 )
 from .model import WorkerPool
@@ -22,16 +27,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BootError",
+    "CapacityError",
     "ClusterExists",
     "ClusterNotFound",
+    "CredentialsError",
+    "ImageNotFound",
     "InfeasibleRequest",
     "InvalidRequest",
     "LaunchError",
     "NodeTooLarge",
     "ProviderError",
+    "QuotaExceeded",
     "RawCloudAdaptive",
     "RawCloudCluster",
     "RawCloudError",
+    "Throttled",
     "UnknownProvider",
     "WorkerPool",
     "connect",

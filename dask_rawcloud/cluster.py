@@ -126,6 +126,13 @@ def _adaptive_defaults() -> dict[str, Any]:
     }
 
 
+def _recordable(options: dict[str, Any]) -> dict[str, Any]:
+    """The provider options another process can rebuild the provider from (plain JSON values)."""
+    plain = (str, int, float, bool, type(None), list, tuple, dict)
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in options.items() if isinstance(v, plain)}
+
+
 def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise InvalidRequest(f"{what} must be a whole number >= 0, got {value!r}.")
@@ -214,7 +221,7 @@ class RawCloudCluster(SpecCluster):
         self.provider = get_provider(provider_name, **embedded, **provider_options)
         for pool in pools:
             self.provider.check(pool)
-        self.provider.check(SCHEDULER_POOL)
+        self.provider.check(SCHEDULER_POOL, role="scheduler")
         self.billing = {p.name: self.provider.billing(p) for p in pools}
         name = check_name(name or f"rawcloud-{secrets.token_hex(4)}")
         self._state = StateDir(s.state_dir)
@@ -233,7 +240,7 @@ class RawCloudCluster(SpecCluster):
                 provider=provider_name,
                 created=time.time(),
                 owner_pid=os.getpid(),
-                provider_options=provider_options,
+                provider_options=_recordable({**provider_options, **self.provider.options()}),
                 tls=use_tls,
             )
         )

@@ -12,6 +12,7 @@ __all__ = ["Provider", "get_provider", "provider_names"]
 
 _REGISTRY = {
     "local": "dask_rawcloud.providers.local:LocalProvider",
+    "aws": "dask_rawcloud.providers.aws:AWSProvider",
 }
 
 

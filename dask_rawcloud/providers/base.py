@@ -27,8 +27,16 @@ class Provider(abc.ABC):
     #: The name users pass as ``provider=``.
     name: str
 
-    def check(self, pool: WorkerPool) -> None:
+    def check(self, pool: WorkerPool, role: str = "worker") -> None:
         """Raise ``InvalidRequest`` now if no node of this provider can hold ``pool``."""
+
+    def options(self) -> dict:
+        """What another process needs to construct this provider for the same cluster.
+
+        Recorded with the cluster (JSON), so ``ls``, ``down`` and ``cleanup``
+        from any shell reach the same regions and endpoint.
+        """
+        return {}
 
     def billing(self, pool: WorkerPool) -> Billing:
         """How a node of ``pool`` is billed."""

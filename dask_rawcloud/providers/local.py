@@ -96,7 +96,7 @@ class LocalProvider(Provider):
         self._children: dict[str, subprocess.Popen] = {}
 
     # -- checks ---------------------------------------------------------------
-    def check(self, pool: WorkerPool) -> None:
+    def check(self, pool: WorkerPool, role: str = "worker") -> None:
         cpus = os.cpu_count() or 1
         memory = psutil.virtual_memory().total
         if pool.cpu > cpus or pool.memory > memory:
