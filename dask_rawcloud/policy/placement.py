@@ -16,7 +16,7 @@ from ..catalog import Catalog, InstanceType
 from ..errors import NodeTooLarge
 from ..model import WorkerPool
 
-__all__ = ["FailureKey", "Offer", "rank", "workers_per_instance"]
+__all__ = ["FailureKey", "Offer", "markets", "rank", "workers_per_instance"]
 
 #: (instance type, region, zone id, market) of a launch that failed.
 FailureKey = tuple[str, str, str, str]
@@ -58,7 +58,8 @@ def burstable(name: str) -> bool:
     return family.startswith("t") and family[1:2].isdigit()
 
 
-def _markets(market: str) -> tuple[str, ...]:
+def markets(market: str) -> tuple[str, ...]:
+    """The markets a pool's ``market`` allows, in the order to try them."""
     return {"spot": ("spot",), "on-demand": ("on-demand",),
             "spot_with_fallback": ("spot", "on-demand")}[market]
 
@@ -79,7 +80,7 @@ def rank(
     """
     failures = failures or {}
     regions = pool.regions or tuple(catalog.regions())
-    markets = _markets(pool.market)
+    allowed_markets = markets(pool.market)
     offers = []
     for region in regions:
         for name, prices in catalog.prices.get(region, {}).items():
@@ -91,9 +92,9 @@ def rank(
             k = workers_per_instance(catalog.types[name], pool, max_workers_per_instance)
             if not k:
                 continue
-            if "spot" in markets:
+            if "spot" in allowed_markets:
                 offers += [Offer(name, region, z, "spot", p, k) for z, p in prices.spot.items()]
-            if "on-demand" in markets:
+            if "on-demand" in allowed_markets:
                 zones = prices.zones or ("",)
                 offers += [Offer(name, region, z, "on-demand", prices.on_demand, k) for z in zones]
     if not offers:
@@ -102,7 +103,7 @@ def rank(
     def order(o: Offer) -> tuple:
         failed_at = failures.get(o.key)
         cooling = failed_at is not None and now - failed_at < cooloff_s
-        return (cooling, markets.index(o.market), o.price_per_worker_hour,
+        return (cooling, allowed_markets.index(o.market), o.price_per_worker_hour,
                 o.workers_per_instance, o.instance_type, o.region, o.zone)
 
     offers.sort(key=order)

@@ -41,7 +41,7 @@ from ..errors import (
     RawCloudError,
 )
 from ..model import LaunchFailure, LaunchRequest, LaunchResult, Node, NodeState, WorkerPool
-from ..policy.placement import FailureKey, Offer, rank
+from ..policy.placement import FailureKey, Offer, markets, rank
 from ..policy.scaling import Billing
 from .base import Provider
 from .ec2 import EC2, error_for, known_regions
@@ -372,25 +372,26 @@ class AWSProvider(Provider):
         nodes: list[Node] = []
         failures: list[LaunchFailure] = []
         stop: RawCloudError | None = None
-        markets = {"spot_with_fallback": ("spot", "on-demand")}.get(pool.market, (pool.market,))
         # Fall from offer to offer: types and zones within one call, then the
         # next region, then (when the pool allows) the next market.
-        for market, region_name in [(m, r) for m in markets for r in pool.regions]:
+        for market, region_name in [(m, r) for m in markets(pool.market) for r in pool.regions]:
             if not names or stop is not None:
                 break
             try:
                 await self._launch_in(request, pool, market, region_name, script,
                                       names, nodes, failures)
-            except InvalidRequest:
+            except InvalidRequest as e:
                 if not nodes:
                     raise  # bad image, credentials, type: nothing launched, say so now
-                stop = failures[-1].error if failures else None
+                failures.append(LaunchFailure(request.token, e))
+                stop = e
             except ProviderError as e:  # capacity, quota, throttling: try the next
                 failures.append(LaunchFailure(request.token, e))
                 if not isinstance(e, CapacityError):
                     stop = e
-            quota = [f.error for f in failures if isinstance(f.error, QuotaExceeded)]
-            stop = stop or (quota[0] if quota else None)
+            # A quota is the account's: no other offer gets past it.
+            stop = stop or next((f.error for f in failures if isinstance(f.error, QuotaExceeded)),
+                                None)
         if names:
             reason = stop or next((f.error for f in reversed(failures)), None) or CapacityError(
                 f"no offer for pool {pool.name!r} ({pool.describe()}) launched in "
@@ -557,6 +558,8 @@ class AWSProvider(Provider):
             address = f"{scheme}://{public or i['PrivateIpAddress']}:{port}"
             internal = f"{scheme}://{i['PrivateIpAddress']}:{port}"
         zone = i.get("Placement", {}).get("AvailabilityZone", "")
+        if region in self._regions:  # report zone ids, as placement does
+            zone = self._regions[region].zone_ids.get(zone, zone)
         return Node(
             id=i["InstanceId"], cluster_id=tags.get(TAG_CLUSTER, ""),
             name=self._names.get(i["InstanceId"], i["InstanceId"]), role=role,
@@ -564,8 +567,7 @@ class AWSProvider(Provider):
             state=NodeState.running if running else NodeState.pending,
             address=address, internal_address=internal,
             launched_at=i["LaunchTime"].timestamp() if "LaunchTime" in i else 0.0,
-            region=region, zone=self._regions[region].zone_ids.get(zone, zone)
-            if region in self._regions else zone,
+            region=region, zone=zone,
             instance_type=i.get("InstanceType", ""), market=i.get("InstanceLifecycle", "on-demand"),
         )
 
