@@ -171,6 +171,83 @@ def down(name: str | None, all_: bool) -> None:
         console.print(f"removed {n} ({count} node{'s' if count != 1 else ''} terminated)")
 
 
+def _regions(values: tuple[str, ...]) -> list[str]:
+    """``--region a --region b`` and ``--region a,b`` alike."""
+    return [r.strip() for v in values for r in v.split(",") if r.strip()]
+
+
+@main.command()
+@click.option("--provider", default="aws", show_default=True, help="aws, or local for this machine.")
+@click.option("--region", "regions", multiple=True, metavar="R",
+              help="A region the pool may use (repeat, or a,b); default rawcloud.aws.region.")
+@click.option("--cpu", type=int, default=None, help="Cores per worker (default 1).")
+@click.option("--memory", default=None, metavar="SIZE", help="Memory per worker, e.g. 16GiB (default 2GiB).")
+@click.option("--gpu", type=int, default=0, help="GPUs per worker.")
+@click.option("--gpu-model", default=None, help="e.g. A10G, T4.")
+@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default=None)
+@click.option("--market", type=click.Choice(["spot", "on-demand", "spot_with_fallback"]),
+              default="on-demand", show_default=True)
+@click.option("--instance-type", "instance_types", multiple=True, help="Allow only these (repeat).")
+@click.option("--minimum", type=int, default=0, show_default=True, help="Workers at minimum size.")
+@click.option("--maximum", type=int, default=None, help="Workers at maximum size.")
+@click.option("--live/--no-live", default=None,
+              help="Check live offerings with the cloud (default: when credentials exist).")
+@click.option("--json", "as_json_", is_flag=True, help="Print the plan as JSON.")
+def plan(provider, regions, cpu, memory, gpu, gpu_model, arch, market, instance_types,
+         minimum, maximum, live, as_json_) -> None:
+    """Show what a pool would run on and cost per hour; create nothing."""
+    import math
+
+    from .model import WorkerPool
+    from .plan import plan as make
+
+    sizes = {k: v for k, v in {"cpu": cpu, "memory": memory}.items() if v is not None}
+    pool = WorkerPool("default", **sizes, gpu=gpu, gpu_model=gpu_model, arch=arch, market=market,
+                      regions=_regions(regions), instance_types=instance_types, minimum=minimum,
+                      maximum=math.inf if maximum is None else maximum)
+    options = {"regions": pool.regions} if provider == "aws" and pool.regions else {}
+    result = make([pool], provider, live=live, **options)
+    if as_json_:
+        click.echo(json.dumps(result.to_json(), indent=1))
+    else:
+        console.print(result)
+
+
+@main.command()
+@click.option("--regions", "regions", multiple=True, metavar="R",
+              help="Regions to sweep (repeat, or a,b); default rawcloud.aws.region and the "
+                   "regions of recorded clusters.")
+@click.option("--yes", is_flag=True, help="Remove without asking.")
+@click.option("--json", "as_json_", is_flag=True, help="Print what was found as JSON.")
+def cleanup(regions, yes, as_json_) -> None:
+    """Find everything this tool tagged on AWS and remove it, even if its creator is gone."""
+    from .manage import find_tagged, remove_tagged
+
+    state = state_dir()
+    searched, found = asyncio.run(find_tagged(_regions(regions), state))
+    if as_json_ and not yes:
+        click.echo(json.dumps({"regions": searched, "clusters": found}, indent=1))
+        return
+    if not found:
+        console.print(f"nothing tagged by dask-rawcloud in {', '.join(searched)}")
+        return
+    table = Table(title=f"tagged by dask-rawcloud in {', '.join(searched)}")
+    for column in ("cluster", "instances", "security groups", "launch templates", "recorded here"):
+        table.add_column(column)
+    recorded = set(state.names())
+    for cluster_id, counts in sorted(found.items()):
+        table.add_row(cluster_id, str(counts["instances"]), str(counts["security_groups"]),
+                      str(counts["launch_templates"]), "yes" if cluster_id in recorded else "")
+    console.print(table)
+    if not yes:
+        if not sys.stdin.isatty() or not click.confirm("terminate and delete all of it?"):
+            console.print("nothing removed (--yes removes without asking)")
+            return
+    removed = asyncio.run(remove_tagged(sorted(found), list(searched), state))
+    for cluster_id, count in removed.items():
+        console.print(f"removed {cluster_id} ({count} instance{'s' if count != 1 else ''} terminated)")
+
+
 @main.command()
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Also write the figures as JSON here.")

@@ -26,7 +26,8 @@ from .adaptive import RawCloudAdaptive
 from .config import Settings, settings
 from .errors import ClusterExists, InvalidRequest, LaunchError, RawCloudError
 from .launcher import ClusterIdentity, NodeLauncher
-from .model import Node, NodeState, WorkerPool
+from .model import SCHEDULER_POOL, Node, NodeState, WorkerPool
+from .plan import Plan, make_plan, run_sync
 from .providers import get_provider
 from .security import CertificateAuthority
 from .state import ClusterRecord, StateDir, check_name
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["RawCloudCluster"]
 
 # The scheduler node is small: it schedules, it does not compute.
-SCHEDULER_POOL = WorkerPool(name="scheduler", cpu=1, memory="1GiB")
 
 
 class SchedulerNode(ProcessInterface):
@@ -260,7 +260,7 @@ class RawCloudCluster(SpecCluster):
                 no_client_timeout_s=s.no_client_timeout_s,
                 max_lifetime_s=s.max_lifetime_s,
                 dashboard=s.dashboard,
-                boot_timeout_s=s.boot_timeout_s,
+                boot_timeout_s=s.boot_timeout_s or self.provider.boot_timeout_s,
             ),
         )
         self._heartbeat_interval_s = min(10.0, max(0.25, (s.no_client_timeout_s or 40) / 4))
@@ -284,6 +284,30 @@ class RawCloudCluster(SpecCluster):
             if not asynchronous:
                 self.close()
             raise
+
+    @staticmethod
+    def plan(
+        *,
+        provider: str | None = None,
+        worker_cpu: int | None = None,
+        worker_memory: str | int | None = None,
+        worker_resources: dict[str, float] | None = None,
+        pools: Sequence[WorkerPool] | None = None,
+        live: bool | None = None,
+        **provider_options: Any,
+    ) -> Plan:
+        """What these arguments would run on and cost per hour; nothing is created.
+
+        Takes the constructor's arguments. Offers come from the bundled price
+        catalog; with credentials (or ``live=True``) the cloud's current
+        offerings are checked first, by read-only calls.
+
+        >>> RawCloudCluster.plan(provider="aws", pools=[WorkerPool(cpu=4, memory="16GiB",
+        ...                      market="spot_with_fallback", maximum=20)])  # doctest: +SKIP
+        """
+        s = settings()
+        chosen = _pools(pools, worker_cpu, worker_memory, worker_resources, s)
+        return run_sync(make_plan(chosen, provider or s.provider, live=live, **provider_options))
 
     @property
     def cluster_id(self) -> str:

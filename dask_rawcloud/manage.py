@@ -1,4 +1,9 @@
-"""List and remove recorded clusters from any process: what `ls` and `down` do."""
+"""List and remove clusters from any process: what `ls`, `down` and `cleanup` do.
+
+``ls`` and ``down`` start from the clusters recorded in the state directory.
+``cleanup`` starts from the cloud: whatever carries this tool's tag, recorded
+here or not (the laptop that made it may be gone).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from .model import Node
 from .providers import Provider, get_provider
 from .state import ClusterRecord, StateDir
 
-__all__ = ["ClusterStatus", "list_clusters", "remove_cluster"]
+__all__ = ["ClusterStatus", "find_tagged", "list_clusters", "remove_cluster", "remove_tagged"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,43 @@ async def remove_cluster(state: StateDir, name: str) -> int:
         await provider.close()
     state.remove(name)
     return len(nodes)
+
+
+def _aws(regions: list[str], state: StateDir):
+    """An AWS provider over ``regions``, or the configured region and every recorded one."""
+    from .config import aws_settings
+    from .providers.aws import AWSProvider
+
+    if not regions:
+        regions = [aws_settings().region]
+        for name in state.names():
+            record = state.load(name)
+            if record.provider == "aws":
+                regions += record.provider_options.get("regions", [])
+    return AWSProvider(regions=list(dict.fromkeys(regions)))
+
+
+async def find_tagged(regions: list[str], state: StateDir) -> tuple[list[str], dict[str, dict]]:
+    """The regions looked in, and per cluster id what this tool tagged there and remains."""
+    provider = _aws(regions, state)
+    try:
+        return list(provider.regions), await provider.tagged()
+    finally:
+        await provider.close()
+
+
+async def remove_tagged(cluster_ids: list[str], regions: list[str], state: StateDir) -> dict[str, int]:
+    """Terminate and delete everything tagged for these clusters; forget their records."""
+    provider = _aws(regions, state)
+    removed = {}
+    try:
+        for cluster_id in cluster_ids:
+            removed[cluster_id] = await provider.remove(cluster_id)
+            if cluster_id in state.names() and state.load(cluster_id).provider == "aws":
+                state.remove(cluster_id)
+    finally:
+        await provider.close()
+    return removed
 
 
 def as_json(statuses: list[ClusterStatus]) -> list[dict]:

@@ -20,6 +20,7 @@ __all__ = [
     "Node",
     "NodeSpec",
     "NodeState",
+    "SCHEDULER_POOL",
     "Role",
     "WorkerPool",
 ]
@@ -234,3 +235,7 @@ class LaunchResult:
 
     nodes: tuple[Node, ...]
     failures: tuple[LaunchFailure, ...] = ()
+
+
+#: The scheduler's node, as every cluster asks its provider for it.
+SCHEDULER_POOL = WorkerPool(name="scheduler", cpu=1, memory="1GiB")

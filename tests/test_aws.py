@@ -201,7 +201,7 @@ async def test_the_scheduler_runs_on_a_small_on_demand_instance(make_provider, c
 async def test_no_capacity_falls_to_the_next_offer_and_is_remembered(make_provider, proxy,
                                                                     cluster_id):
     provider = make_provider()
-    first = provider.offers(ON_DEMAND)[0].instance_type
+    first = provider.ranked(ON_DEMAND)[0].instance_type
     proxy.inject_capacity_error(instance_type=first)
     result = await provider.launch(request(cluster_id, ON_DEMAND, 4))
     assert len(result.nodes) == 4
@@ -210,7 +210,7 @@ async def test_no_capacity_falls_to_the_next_offer_and_is_remembered(make_provid
     assert failed and all(f.offer[0] == first and f.count == 0 for f in failed)
     assert "InsufficientInstanceCapacity" in str(failed[0].error)
     # While it cools off, the failed offer is ranked after the others.
-    assert provider.offers(ON_DEMAND)[0].instance_type != first
+    assert provider.ranked(ON_DEMAND)[0].instance_type != first
 
 
 async def test_spot_shortage_falls_back_to_on_demand_when_the_pool_allows(make_provider, proxy,

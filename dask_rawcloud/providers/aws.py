@@ -160,6 +160,7 @@ class AWSProvider(Provider):
     ):
         s = settings or aws_settings()
         self.settings = s
+        self.boot_timeout_s = s.boot_timeout_s
         self.regions = tuple(regions or [region or s.region])
         unknown = sorted(set(self.regions) - set(known_regions()))
         if unknown:
@@ -225,13 +226,24 @@ class AWSProvider(Provider):
     def options(self) -> dict:
         return {"regions": list(self.regions), "endpoint_url": self.endpoint_url}
 
-    def offers(self, pool: WorkerPool, role: str = "worker") -> list[Offer]:
+    def ranked(self, pool: WorkerPool, role: str = "worker") -> list[Offer]:
         """The pool's offers as the catalog now knows them, cheapest per worker first."""
         return rank(self._pool(pool, role), self.catalog, self.failures, time.time(),
                     self.settings.failure_cooloff_s)
 
+    async def offers(self, pool: WorkerPool, role: str = "worker",
+                     live: bool = False) -> list[Offer]:
+        if live:  # DescribeSubnets, DescribeImages and the candidates' offerings and prices
+            placed = self._pool(pool, role)
+            for name in placed.regions:
+                await self._live_catalog(await self._region(name), placed)
+        return self.ranked(pool, role)
+
+    def can_check_live(self) -> bool:
+        return self.ec2.has_credentials()
+
     def billing(self, pool: WorkerPool) -> Billing:
-        best = self.offers(pool)[0]
+        best = self.ranked(pool)[0]
         return Billing(BILLING_MINIMUM_S, 1.0, best.price_per_worker_hour)
 
     # -- once per region ------------------------------------------------------------
@@ -644,6 +656,22 @@ class AWSProvider(Provider):
                                           Filters=tag))["LaunchTemplates"]:
                 found[_cluster_tag(t)]["launch_templates"] += 1
         return dict(found)
+
+    async def remove(self, cluster_id: str) -> int:
+        """Terminate every instance tagged for the cluster, stopped ones too, then clean up.
+
+        What ``dask-rawcloud cleanup`` does for a cluster whose creator is gone.
+        Returns the number of instances terminated.
+        """
+        tag = [{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster_id]}]
+        ids = []
+        for region in self._cluster_regions():
+            for i in await self._instances(region, tag, NOT_TERMINATED):
+                self._where[i["InstanceId"]] = region
+                ids.append(i["InstanceId"])
+        await self.terminate(ids)
+        await self.cleanup(cluster_id)
+        return len(ids)
 
     async def logs(self, node_id: str, lines: int = 40) -> str:
         region = self._where.get(node_id)

@@ -12,6 +12,7 @@ import abc
 from collections.abc import Iterable
 
 from ..model import LaunchRequest, LaunchResult, Node, WorkerPool
+from ..policy.placement import Offer
 from ..policy.scaling import Billing
 
 __all__ = ["Provider"]
@@ -26,6 +27,8 @@ class Provider(abc.ABC):
 
     #: The name users pass as ``provider=``.
     name: str
+    #: A node that has not joined its cluster this long after launch is terminated.
+    boot_timeout_s: float = 60.0
 
     def check(self, pool: WorkerPool, role: str = "worker") -> None:
         """Raise ``InvalidRequest`` now if no node of this provider can hold ``pool``."""
@@ -41,6 +44,18 @@ class Provider(abc.ABC):
     def billing(self, pool: WorkerPool) -> Billing:
         """How a node of ``pool`` is billed."""
         return Billing()
+
+    async def offers(self, pool: WorkerPool, role: str = "worker",
+                     live: bool = False) -> list[Offer]:
+        """What would run a node of ``pool``, cheapest first, without starting anything.
+
+        ``live=True`` first checks what the cloud offers now (read-only calls).
+        """
+        return []
+
+    def can_check_live(self) -> bool:
+        """Whether ``offers(live=True)`` can reach the cloud (credentials are set up)."""
+        return False
 
     @abc.abstractmethod
     async def launch(self, request: LaunchRequest) -> LaunchResult:

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import functools
 import re
+import time
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -125,8 +126,14 @@ class EC2:
         self._stack = contextlib.AsyncExitStack()
         #: Calls made, by operation; retries of one call count once.
         self.calls: collections.Counter[str] = collections.Counter()
+        #: Wall seconds spent waiting on EC2, by operation (the rest of a launch is ours).
+        self.seconds: collections.Counter[str] = collections.Counter()
         #: HTTP attempts beyond the first, summed over all calls.
         self.retries = 0
+
+    def has_credentials(self) -> bool:
+        """Whether botocore finds credentials (environment, files, SSO); no call is made."""
+        return botocore.session.get_session().get_credentials() is not None
 
     async def client(self, region: str) -> Any:
         if region not in self._clients:
@@ -141,6 +148,7 @@ class EC2:
         """Call ``operation`` (as AWS spells it, e.g. "CreateFleet") in ``region``."""
         client = await self.client(region)
         self.calls[operation] += 1
+        started = time.perf_counter()
         try:
             response = await getattr(client, _snake(operation))(**params)
         except ClientError as e:
@@ -155,6 +163,8 @@ class EC2:
         except EndpointConnectionError as e:
             raise ProviderError(f"cannot reach EC2 in {region}: {e}. Check the network, or "
                                 "endpoint_url= / rawcloud.aws.endpoint-url.") from None
+        finally:
+            self.seconds[operation] += time.perf_counter() - started
         self.retries += response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         return response
 

@@ -34,6 +34,7 @@ from ..config import settings
 from ..errors import LaunchError, NodeTooLarge
 from ..model import LaunchRequest, LaunchResult, Node, NodeState, WorkerPool
 from ..node import NODE_ENV
+from ..policy.placement import Offer
 from ..policy.scaling import Billing
 from ..state import StateDir, read_json, write_json
 from .base import Provider
@@ -87,6 +88,7 @@ class LocalProvider(Provider):
     ):
         s = settings()
         self.state = StateDir(pathlib.Path(state_dir) if state_dir else s.state_dir)
+        self.boot_timeout_s = s.local_boot_timeout_s
         self.grace_s = s.local_terminate_grace_s if terminate_grace_s is None else terminate_grace_s
         self.boot_delay_s = s.local_boot_delay_s if boot_delay_s is None else boot_delay_s
         self._billing = billing or Billing(
@@ -108,6 +110,11 @@ class LocalProvider(Provider):
 
     def billing(self, pool: WorkerPool) -> Billing:
         return self._billing
+
+    async def offers(self, pool: WorkerPool, role: str = "worker",
+                     live: bool = False) -> list[Offer]:
+        self.check(pool, role)
+        return [Offer("process", "local", "", "on-demand", self._billing.price_per_hour)]
 
     # -- paths and records ----------------------------------------------------
     def _nodes_dir(self, cluster_id: str) -> pathlib.Path:
