@@ -39,7 +39,8 @@ class Settings:
     idle_timeout_s: float | None
     no_client_timeout_s: float | None
     max_lifetime_s: float | None
-    boot_timeout_s: float
+    boot_timeout_s: float | None  # None: the provider's own
+    local_boot_timeout_s: float
     local_terminate_grace_s: float
     local_boot_delay_s: float
     local_billing_minimum_s: float
@@ -74,7 +75,8 @@ def settings() -> Settings:
         idle_timeout_s=_seconds(get("scheduler.idle-timeout")),
         no_client_timeout_s=_seconds(get("scheduler.no-client-timeout")),
         max_lifetime_s=_seconds(get("scheduler.max-lifetime")),
-        boot_timeout_s=float(parse_timedelta(get("boot-timeout"))),
+        boot_timeout_s=_seconds(get("boot-timeout")),
+        local_boot_timeout_s=float(parse_timedelta(get("local.boot-timeout"))),
         local_terminate_grace_s=float(parse_timedelta(get("local.terminate-grace"))),
         local_boot_delay_s=float(parse_timedelta(get("local.boot-delay"))),
         local_billing_minimum_s=float(parse_timedelta(get("local.billing.minimum"))),
@@ -100,6 +102,7 @@ class AWSSettings:
     spot_allocation_strategy: str
     max_attempts: int
     failure_cooloff_s: float
+    boot_timeout_s: float
 
 
 def aws_settings() -> AWSSettings:
@@ -123,4 +126,5 @@ def aws_settings() -> AWSSettings:
         spot_allocation_strategy=get("spot-allocation-strategy"),
         max_attempts=int(get("max-attempts")),
         failure_cooloff_s=float(parse_timedelta(get("failure-cooloff"))),
+        boot_timeout_s=float(parse_timedelta(get("boot-timeout"))),
     )
