@@ -79,10 +79,12 @@ class RawCloudAdaptive:
         self._started = time.time()
         self._busy = False
         self.periodic_callback = PeriodicCallback(self._tick, self.interval_s * 1000)
-        self.periodic_callback.start()
+        # Started on the cluster's event loop: a sync cluster.adapt() is called
+        # from another thread, whose own loop never runs.
+        cluster.loop.add_callback(self.periodic_callback.start)
 
     def stop(self) -> None:
-        self.periodic_callback.stop()
+        self.cluster.loop.add_callback(self.periodic_callback.stop)
 
     async def _tick(self) -> None:
         if self._busy:  # a slow tick (graceful retirement) is never run twice at once
@@ -119,6 +121,7 @@ class RawCloudAdaptive:
     def snapshot(self, raw: dict, now: float) -> Snapshot:
         """Join the scheduler's view (who is connected, what waits) with the spec (who was launched)."""
         connected = {w["name"]: w for w in raw["workers"]}
+        leaving = set(raw.get("leaving", ()))
         views = []
         for name, spec in self.cluster.worker_spec.items():
             pool = spec["options"]["pool"].name
@@ -137,6 +140,7 @@ class RawCloudAdaptive:
                     processing=w["processing"] if w else 0,
                     idle_since=None if not w or w["idle_s"] is None else now - w["idle_s"],
                     bytes_held=w["bytes"] if w else 0,
+                    leaving=name in leaving,
                 )
             )
         work = tuple(
