@@ -24,9 +24,10 @@ from tornado.ioloop import PeriodicCallback
 
 from .adaptive import RawCloudAdaptive
 from .config import Settings, settings
-from .errors import ClusterExists, InvalidRequest, LaunchError, RawCloudError
+from .errors import BootError, ClusterExists, InvalidRequest, LaunchError, RawCloudError
 from .launcher import ClusterIdentity, NodeLauncher
 from .model import SCHEDULER_POOL, Node, NodeState, WorkerPool
+from .nodewatch import NodeWatch
 from .plan import Plan, make_plan, run_sync
 from .providers import get_provider
 from .security import CertificateAuthority
@@ -263,6 +264,9 @@ class RawCloudCluster(SpecCluster):
                 boot_timeout_s=s.boot_timeout_s or self.provider.boot_timeout_s,
             ),
         )
+        self._watch = NodeWatch(self, self.launcher.identity.boot_timeout_s, s.max_boot_failures)
+        self._watch_interval_s = s.node_watch_interval_s
+        self._node_checks: PeriodicCallback | None = None
         self._heartbeat_interval_s = min(10.0, max(0.25, (s.no_client_timeout_s or 40) / 4))
         self._heartbeat: PeriodicCallback | None = None
         self._pool_specs = {p.name: self._spec_for(p) for p in pools}
@@ -336,6 +340,10 @@ class RawCloudCluster(SpecCluster):
         """Ask for ``count`` more workers of ``pool``; ``_correct_state`` launches them."""
         if self.status in (Status.closing, Status.closed):
             return
+        if not self._watch.may_launch(pool):
+            logger.warning("cluster %s: pool %s is held after repeated boot failures; "
+                           "not launching %d node(s)", self.name, pool, count)
+            return
         for _ in range(count):
             self.worker_spec[self._new_name(pool)] = self._pool_specs[pool]
 
@@ -389,6 +397,23 @@ class RawCloudCluster(SpecCluster):
             for name in [n for n, w in self.workers.items() if getattr(w, "node", 1) is None]:
                 self.workers.pop(name)
                 self.worker_spec.pop(name, None)
+
+    @property
+    def boot_failures(self) -> list[BootError]:
+        """Workers that never joined, each with its node's log, oldest first."""
+        return list(self._watch.failures)
+
+    def resume(self, pool: str) -> None:
+        """Launch in ``pool`` again after repeated boot failures held it."""
+        self._watch.resume(self._pool(pool).name)
+
+    async def _check_nodes(self) -> None:
+        if self.status != Status.running:
+            return
+        try:
+            await self._watch.check()
+        except Exception as e:  # the provider may be unreachable a moment; next time
+            logger.warning("cluster %s: checking nodes failed: %s", self.name, e)
 
     def launched_at(self, name: str) -> float | None:
         worker = self.workers.get(name)
@@ -454,6 +479,8 @@ class RawCloudCluster(SpecCluster):
         self._state.save(record)
         self._heartbeat = PeriodicCallback(self._send_heartbeat, self._heartbeat_interval_s * 1000)
         self._heartbeat.start()
+        self._node_checks = PeriodicCallback(self._check_nodes, self._watch_interval_s * 1000)
+        self._node_checks.start()
 
     async def _send_heartbeat(self) -> None:
         # While this object lives it counts as a client, so the no-client
@@ -464,8 +491,9 @@ class RawCloudCluster(SpecCluster):
             logger.debug("heartbeat failed: %s", e)
 
     async def _close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
+        for periodic in (self._heartbeat, self._node_checks):
+            if periodic is not None:
+                periodic.stop()
         self.worker_spec.clear()  # every pool, not only the one scale(0) acts on
         if self.status in (Status.running, Status.failed) and not await self._scheduler_alive():
             # A watchdog (or `down`) already ended the scheduler: there is nobody
@@ -497,12 +525,19 @@ class RawCloudCluster(SpecCluster):
         if not self._owns_state:
             return
         self._owns_state = False
-        nodes = await self.provider.list(self.name)
-        if nodes:
-            await self.provider.terminate([n.id for n in nodes])
-        await self.provider.cleanup(self.name)
-        await self.provider.close()
-        await self.launcher.close()
+        try:
+            nodes = await self.provider.list(self.name)
+            if nodes:
+                await self.provider.terminate([n.id for n in nodes])
+            await self.provider.cleanup(self.name)
+        except RawCloudError as e:
+            # Keep the record: `down` (or `cleanup`) from any shell can finish the job.
+            logger.error("cluster %s: could not remove its nodes (%s); run `dask-rawcloud down "
+                         "%s` once the provider is reachable", self.name, e, self.name)
+            return
+        finally:
+            await self.provider.close()
+            await self.launcher.close()
         self._state.remove(self.name)
 
     async def nodes(self) -> list[Node]:

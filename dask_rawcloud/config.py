@@ -40,6 +40,8 @@ class Settings:
     no_client_timeout_s: float | None
     max_lifetime_s: float | None
     boot_timeout_s: float | None  # None: the provider's own
+    node_watch_interval_s: float
+    max_boot_failures: int
     local_boot_timeout_s: float
     local_terminate_grace_s: float
     local_boot_delay_s: float
@@ -76,6 +78,8 @@ def settings() -> Settings:
         no_client_timeout_s=_seconds(get("scheduler.no-client-timeout")),
         max_lifetime_s=_seconds(get("scheduler.max-lifetime")),
         boot_timeout_s=_seconds(get("boot-timeout")),
+        node_watch_interval_s=float(parse_timedelta(get("node-watch-interval"))),
+        max_boot_failures=int(get("max-boot-failures")),
         local_boot_timeout_s=float(parse_timedelta(get("local.boot-timeout"))),
         local_terminate_grace_s=float(parse_timedelta(get("local.terminate-grace"))),
         local_boot_delay_s=float(parse_timedelta(get("local.boot-delay"))),
@@ -103,6 +107,8 @@ class AWSSettings:
     max_attempts: int
     failure_cooloff_s: float
     boot_timeout_s: float
+    spot_notice_poll_s: float
+    billing_minimum_s: float
 
 
 def aws_settings() -> AWSSettings:
@@ -127,4 +133,6 @@ def aws_settings() -> AWSSettings:
         max_attempts=int(get("max-attempts")),
         failure_cooloff_s=float(parse_timedelta(get("failure-cooloff"))),
         boot_timeout_s=float(parse_timedelta(get("boot-timeout"))),
+        spot_notice_poll_s=float(parse_timedelta(get("spot-notice-poll"))),
+        billing_minimum_s=float(parse_timedelta(get("billing-minimum"))),
     )

@@ -164,6 +164,8 @@ class NodeSpec:
     boot_delay_s: float = 0.0  # rehearse a VM's boot time before dask starts
     boot_timeout_s: float = 600.0  # a worker that cannot learn its name by then ends its node
     on_exit: Literal["exit", "poweroff"] = "exit"
+    # A worker on a spot instance polls its metadata for an interruption notice this often.
+    spot_poll_s: float = 5.0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import gzip
 import json
 import logging
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from .model import NodeSpec
 
@@ -35,6 +37,9 @@ logger = logging.getLogger("dask_rawcloud.node")
 #: Set in every node's environment, inherited by everything it starts, so
 #: leaked processes can be found whatever their command line.
 NODE_ENV = "DASK_RAWCLOUD_NODE"
+#: Set by the emulator: this "machine" is a process group, and powering it
+#: off is exiting (the emulator then terminates the instance).
+EMULATED_ENV = "DASK_RAWCLOUD_EMULATED_MACHINE"
 
 
 def read_spec(path: pathlib.Path) -> NodeSpec:
@@ -45,10 +50,13 @@ def read_spec(path: pathlib.Path) -> NodeSpec:
     return NodeSpec.from_dict(json.loads(raw))
 
 
-async def on_the_machine(spec: NodeSpec) -> NodeSpec:
-    """Fill in what only the machine knows: its address and, for a worker, its name."""
+async def on_the_machine(spec: NodeSpec) -> tuple[NodeSpec, Any]:
+    """Fill in what only the machine knows: its address and, for a worker, its name.
+
+    Also returns the metadata service, or None off a VM.
+    """
     if spec.host is not None and spec.name is not None:
-        return spec
+        return spec, None
     from .imds import Metadata
 
     metadata = Metadata()
@@ -57,7 +65,48 @@ async def on_the_machine(spec: NodeSpec) -> NodeSpec:
     if spec.name is None:
         node_id = await asyncio.to_thread(metadata.get, "instance-id")
         spec = dataclasses.replace(spec, name=await _name_from_scheduler(spec, node_id))
-    return spec
+    return spec, metadata
+
+
+async def spot_notice(metadata: Any, poll_s: float) -> float:
+    """Wait for a spot interruption notice; return the seconds left before termination."""
+    while True:
+        notice = await asyncio.to_thread(metadata.get, "spot/instance-action")
+        if notice:
+            when = json.loads(notice).get("time", "")
+            try:
+                end = datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=datetime.timezone.utc).timestamp()
+            except ValueError:
+                end = time.time() + 120.0  # AWS's notice is two minutes
+            return max(0.0, end - time.time())
+        await asyncio.sleep(poll_s)
+
+
+async def leave_before(spec: NodeSpec, address: str, left_s: float) -> None:
+    """Retire this worker gracefully: the scheduler moves its data to others first.
+
+    The scheduler is told of the notice first, so the cluster launches a
+    replacement while the data moves. Whatever happens, this returns before
+    the deadline, leaving a margin for the node to end.
+    """
+    from distributed.core import rpc
+
+    from .workload import NOTICE_HANDLER
+
+    security, _ = _security(spec)
+    budget = max(0.5, left_s - min(10.0, left_s / 4))
+    logger.warning("worker %s: spot interruption in %.0fs; retiring", spec.name, left_s)
+    try:
+        async with rpc(spec.scheduler_address,
+                       connection_args=security.get_connection_args("worker")) as scheduler:
+            await asyncio.wait_for(getattr(scheduler, NOTICE_HANDLER)(
+                name=spec.name, deadline=time.time() + left_s), timeout=min(5.0, budget))
+            await asyncio.wait_for(scheduler.retire_workers(
+                workers=[address], close_workers=False, remove=True), timeout=budget)
+        logger.info("worker %s retired; its data moved", spec.name)
+    except (OSError, asyncio.TimeoutError) as e:
+        logger.warning("worker %s: retiring before the interruption failed: %s", spec.name, e)
 
 
 async def _name_from_scheduler(spec: NodeSpec, node_id: str) -> str:
@@ -157,7 +206,7 @@ async def run(spec: NodeSpec) -> int:
 
     if spec.boot_delay_s:
         await asyncio.sleep(spec.boot_delay_s)
-    spec = await on_the_machine(spec)
+    spec, metadata = await on_the_machine(spec)
     start = start_scheduler if spec.role == "scheduler" else start_worker
     server, ready = await start(spec)
     if spec.ready_file:
@@ -168,12 +217,19 @@ async def run(spec: NodeSpec) -> int:
 
     finished = asyncio.ensure_future(server.finished())
     stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([finished, stopped], return_when=asyncio.FIRST_COMPLETED)
-    if stopped.done():
+    waits = [finished, stopped]
+    if spec.role == "worker" and metadata is not None and await asyncio.to_thread(
+            metadata.get, "instance-life-cycle") == "spot":
+        waits.append(asyncio.ensure_future(spot_notice(metadata, spec.spot_poll_s)))
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if len(waits) > 2 and waits[2] in done:
+        await leave_before(spec, ready["address"], waits[2].result())
+        await server.close()
+    elif stopped.done():
         logger.info("%s %s: stop requested, closing", spec.role, spec.name)
         await server.close()
-    finished.cancel()
-    stopped.cancel()
+    for w in waits:
+        w.cancel()
     logger.info("%s %s ended", spec.role, spec.name)
     return 0
 
@@ -190,7 +246,7 @@ def end_node(spec: NodeSpec) -> None:
                 p.kill()
         except (ProcessLookupError, psutil.Error):
             pass
-    if spec.on_exit == "poweroff":
+    if spec.on_exit == "poweroff" and not os.environ.get(EMULATED_ENV):
         logger.info("powering off")
         subprocess.run(["shutdown", "-h", "now"], check=False)
 

@@ -15,6 +15,8 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 SNAPSHOT_HANDLER = "rawcloud_snapshot"
 FAIL_HANDLER = "rawcloud_fail_group"
+#: A worker tells of its coming end (a spot interruption notice).
+NOTICE_HANDLER = "rawcloud_notice"
 #: Task states that are work for workers now: ready, running, or starved of a worker.
 WAITING_STATES = ("queued", "no-worker", "processing")
 
@@ -25,11 +27,16 @@ class WorkloadPlugin(SchedulerPlugin):
     def __init__(self) -> None:
         self.group_resources: dict[str, dict[str, float]] = {}
         self.idle_since: dict[str, float] = {}
+        self.leaving: dict[str, float] = {}  # worker name -> when its node ends
 
     async def start(self, scheduler) -> None:
         self.scheduler = scheduler
         scheduler.handlers[SNAPSHOT_HANDLER] = self.snapshot
         scheduler.handlers[FAIL_HANDLER] = self.fail_group
+        scheduler.handlers[NOTICE_HANDLER] = self.notice
+
+    def notice(self, name: str, deadline: float) -> None:
+        self.leaving[name] = deadline
 
     def transition(self, key, start, finish, *args, **kwargs) -> None:
         if finish not in WAITING_STATES:
@@ -74,7 +81,9 @@ class WorkloadPlugin(SchedulerPlugin):
             )
         for gone in set(self.idle_since) - set(s.workers):
             del self.idle_since[gone]
-        return {"groups": groups, "workers": workers}
+        for name in [n for n, end in self.leaving.items() if end < now - 600]:
+            del self.leaving[name]  # long gone: nobody asks any more
+        return {"groups": groups, "workers": workers, "leaving": sorted(self.leaving)}
 
     def fail_group(self, group: str, message: str) -> int:
         """Err the tasks of ``group`` that no worker can run, so nobody waits forever."""

@@ -15,6 +15,8 @@ The rules, per pool:
   keep, and keeping it is what stops retire-then-relaunch thrash.
 - **Whole cluster.** No launch past the budget (BUDGET) or the max lifetime
   (LIFETIME).
+- **Leaving.** A worker with an interruption notice does not count: its
+  replacement is launched at once (SPOT_NOTICE) while its data moves.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class WorkerView:
     processing: int = 0
     idle_since: float | None = None  # None while it has work
     bytes_held: int = 0
+    leaving: bool = False  # an interruption notice: it ends soon, whatever we decide
 
 
 @dataclass(frozen=True)
@@ -257,12 +260,16 @@ def decide(snap: Snapshot, pools: Sequence[PoolPlan], settings: ScalingSettings)
 
     for pool in pools:
         w = work[pool.name]
-        workers = [x for x in snap.workers if x.pool == pool.name]
+        everyone = [x for x in snap.workers if x.pool == pool.name]
+        workers = [x for x in everyone if not x.leaving]
         wanted = _wanted(pool, w, settings.target_duration_s)
         missing = wanted - len(workers)
         if missing > 0:
             cause = Cause.DEMAND if w.tasks else Cause.MINIMUM
-            useful = missing if cause is Cause.MINIMUM else _too_late(pool, w, workers, missing)
+            if len(everyone) >= wanted:  # short only of the workers that were given notice
+                cause = Cause.SPOT_NOTICE
+            useful = (missing if cause in (Cause.MINIMUM, Cause.SPOT_NOTICE)
+                      else _too_late(pool, w, workers, missing))
             if useful < missing:
                 holds.append(Hold(pool.name, missing - useful, Cause.TOO_LATE,
                                   f"work done within {pool.boot_s:.1f}s boot time"))
@@ -293,7 +300,7 @@ def _retirements(
     keep = pool.minimum
     candidates = []
     for w in workers:
-        if not w.connected or w.processing or w.idle_since is None:
+        if not w.connected or w.processing or w.idle_since is None or w.leaving:
             continue
         if now - w.idle_since < settings.idle_grace_s:
             continue

@@ -60,8 +60,6 @@ NOT_TERMINATED = ["pending", "running", "shutting-down", "stopping", "stopped"]
 LIVE = ["pending", "running"]
 MAX_OVERRIDES = 50
 TERMINATE_BATCH = 1000
-#: AWS Linux: billed per second, with a one-minute minimum.
-BILLING_MINIMUM_S = 60.0
 CHECKIP_URL = "https://checkip.amazonaws.com"
 
 
@@ -244,7 +242,7 @@ class AWSProvider(Provider):
 
     def billing(self, pool: WorkerPool) -> Billing:
         best = self.ranked(pool)[0]
-        return Billing(BILLING_MINIMUM_S, 1.0, best.price_per_worker_hour)
+        return Billing(self.settings.billing_minimum_s, 1.0, best.price_per_worker_hour)
 
     # -- once per region ------------------------------------------------------------
     async def _region(self, name: str) -> Region:
@@ -378,6 +376,7 @@ class AWSProvider(Provider):
             dashboard_port=(self.settings.dashboard_port
                             if request.spec.dashboard_port is not None else None),
             on_exit="poweroff",
+            spot_poll_s=self.settings.spot_notice_poll_s,
         )
         script = user_data(spec, self.packages)
         names = list(request.names)
@@ -538,6 +537,10 @@ class AWSProvider(Provider):
                     pool=request.pool.name, state=NodeState.pending, launched_at=time.time(),
                     region=region, zone=zone, instance_type=instance_type, market=market)
 
+    def boot_failed(self, node: Node) -> None:
+        if node.instance_type:
+            self.failures[(node.instance_type, node.region, node.zone, node.market)] = time.time()
+
     # -- listing and ending -----------------------------------------------------------
     def _cluster_regions(self) -> list[str]:
         return list(dict.fromkeys([*self.regions, *self._where.values()]))
@@ -682,8 +685,8 @@ class AWSProvider(Provider):
                                           Latest=True)).get("Output", "")
         except RawCloudError:
             return ""
-        text = base64.b64decode(output).decode(errors="replace") if output else ""
-        return "\n".join(text.splitlines()[-lines:])
+        # botocore decodes the console output's base64 itself.
+        return "\n".join((output or "").splitlines()[-lines:])
 
     async def close(self) -> None:
         await self.ec2.close()

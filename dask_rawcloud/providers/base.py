@@ -74,6 +74,9 @@ class Provider(abc.ABC):
     async def list(self, cluster_id: str) -> list[Node]:
         """The cluster's nodes that are not yet terminated."""
 
+    def boot_failed(self, node: Node) -> None:
+        """``node`` launched but never joined: rank its offer last for a while."""
+
     async def logs(self, node_id: str) -> str:
         """The tail of a node's console or agent log, to explain a failure."""
         return ""
