@@ -21,11 +21,12 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from .model import NodeSpec
 from .state import write_json
 
-__all__ = ["node_command", "parse_user_data", "pinned_packages", "user_data", "write_spec"]
+__all__ = ["BootScript", "node_command", "parse_user_data", "pinned_packages", "user_data", "write_spec"]
 
 PREPARE_MARK = "# --- dask-rawcloud: prepare ---"
 NODE_MARK = "# --- dask-rawcloud: node ---"
@@ -92,10 +93,20 @@ SPEC
     return script
 
 
-def parse_user_data(script: str) -> tuple[bytes, list[str]]:
-    """The spec (gzipped JSON) a user-data carries, and the prepare lines it holds."""
-    match = re.search(r"<<'SPEC'\n(.*?)\nSPEC\n", script, re.S)
+class BootScript(NamedTuple):
+    """What a user-data holds, as the emulator boots it."""
+
+    spec: bytes  # gzipped JSON NodeSpec
+    prepare: list[str]  # the environment-preparation lines
+    command: list[str]  # the node agent command, reading the spec from SPEC_PATH
+
+
+def parse_user_data(script: str) -> BootScript:
+    """The spec, the prepare lines and the agent command a user-data carries."""
+    match = re.search(r"<<'SPEC'\n(.*?)\nSPEC\n(.*)", script, re.S)
     if not match or PREPARE_MARK not in script:
         raise ValueError("not a dask-rawcloud user-data: no node spec in it")
     prepare = script.split(PREPARE_MARK, 1)[1].split(NODE_MARK, 1)[0]
-    return base64.b64decode(match.group(1)), [line for line in prepare.splitlines() if line.strip()]
+    command = next((shlex.split(line) for line in match.group(2).splitlines() if line.strip()), [])
+    return BootScript(base64.b64decode(match.group(1)),
+                      [line for line in prepare.splitlines() if line.strip()], command)

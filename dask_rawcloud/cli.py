@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pathlib
@@ -69,14 +70,43 @@ def _parse_adapt(value: str | None) -> tuple[int, int] | None:
 @click.option("--worker-cpu", type=str, default=None, help="Threads per worker.")
 @click.option("--worker-memory", type=str, default=None, help="Memory per worker, e.g. 4GiB.")
 @click.option("--no-client-timeout", default=None, help="End the cluster after this long without a client.")
-def up(name, provider, workers, adapt, worker_cpu, worker_memory, no_client_timeout) -> None:
+@click.option("--emulate", is_flag=True,
+              help="Run the aws provider against an EC2 emulator on this machine; stays in the foreground.")
+def up(name, provider, workers, adapt, worker_cpu, worker_memory, no_client_timeout, emulate) -> None:
     """Start a cluster and print how to reach it."""
-    from .cluster import RawCloudCluster
-
     if workers is not None and adapt is not None:
         raise click.UsageError("use --workers N or --adapt MIN:MAX, not both")
     bounds = _parse_adapt(adapt)
     cpu = _number(worker_cpu, "--worker-cpu")
+    if emulate:
+        if provider not in (None, "aws"):
+            raise click.UsageError(f"--emulate emulates EC2: use it with --provider aws, not {provider}")
+        with _emulator() as endpoint:
+            _up(name, "aws", workers, bounds, cpu, worker_memory, no_client_timeout,
+                foreground=True, endpoint_url=endpoint)
+        return
+    _up(name, provider, workers, bounds, cpu, worker_memory, no_client_timeout,
+        foreground=bounds is not None)
+
+
+@contextlib.contextmanager
+def _emulator():
+    """An EC2 emulator with this process pointed at it; yields its endpoint."""
+    import dask.config
+
+    from .emulator import REHEARSAL, Emulator
+
+    with Emulator() as emu, dask.config.set(REHEARSAL):
+        os.environ.update(emu.env)
+        err_console.print(f"EC2 emulator at {emu.endpoint_url} (moto on 127.0.0.1; nodes are "
+                          "local processes on their own loopback addresses)", highlight=False)
+        yield emu.endpoint_url
+
+
+def _up(name, provider, workers, bounds, cpu, worker_memory, no_client_timeout, foreground,
+        **options) -> None:
+    from .cluster import RawCloudCluster
+
     cluster = RawCloudCluster(
         workers or 0,
         name=name,
@@ -84,20 +114,22 @@ def up(name, provider, workers, adapt, worker_cpu, worker_memory, no_client_time
         worker_cpu=cpu,
         worker_memory=worker_memory,
         no_client_timeout=no_client_timeout,
-        shutdown_on_close=bounds is not None,
+        shutdown_on_close=foreground,
+        **options,
     )
     console.print(f"cluster    [bold]{cluster.name}[/]")
     console.print(f"scheduler  {cluster.scheduler_address}")
     console.print(f"dashboard  {cluster.dashboard_link or '(off)'}")
     console.print(f'connect    python -c \'from dask_rawcloud import connect; client = connect("{cluster.name}")\'')
-    if bounds is None:
+    if not foreground:
         console.print(
             f"It ends itself after {cluster.launcher.identity.no_client_timeout_s or 0:g}s without a client; "
             f"`dask-rawcloud down {cluster.name}` ends it now."
         )
         sys.stdout.flush()
         os._exit(0)  # leave the nodes running; they are recorded and watched
-    cluster.adapt(minimum=bounds[0], maximum=bounds[1])
+    if bounds is not None:
+        cluster.adapt(minimum=bounds[0], maximum=bounds[1])
     try:
         with Live(_nodes_table(cluster), console=console, refresh_per_second=4) as live:
             while cluster.status.name == "running":
@@ -252,12 +284,19 @@ def cleanup(regions, yes, as_json_) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Also write the figures as JSON here.")
 @click.option("--maximum", default=4, show_default=True, help="adapt(0, MAXIMUM).")
-def demo(json_path: pathlib.Path | None, maximum: int) -> None:
+@click.option("--emulate", is_flag=True,
+              help="Rehearse on the aws provider against an EC2 emulator on this machine.")
+def demo(json_path: pathlib.Path | None, maximum: int, emulate: bool) -> None:
     """Scale 0 -> N -> 0 twice on real work, check the results, print the figures."""
     from .demo import as_json as demo_json
     from .demo import run_demo, summary
 
-    result = asyncio.run(run_demo(maximum=maximum, console=console))
+    if emulate:
+        with _emulator() as endpoint:
+            result = asyncio.run(run_demo(maximum=maximum, console=console, cluster_options={
+                "provider": "aws", "endpoint_url": endpoint}))
+    else:
+        result = asyncio.run(run_demo(maximum=maximum, console=console))
     click.echo(summary(result))
     if json_path:
         json_path.write_text(json.dumps(demo_json(result), indent=1))

@@ -83,6 +83,7 @@ async def run_demo(
     maximum: int = 4,
     console: Console | None = None,
     zero_timeout_s: float = 60,
+    cluster_options: dict | None = None,
 ) -> DemoResult:
     console = console or Console()
     start = time.monotonic()
@@ -91,7 +92,8 @@ async def run_demo(
     counts = NodeCounts()
     ok = True
     async with RawCloudCluster(
-        name=name, worker_cpu=1, worker_memory="1GiB", asynchronous=True, silence_logs="warning"
+        name=name, worker_cpu=1, worker_memory="1GiB", asynchronous=True, silence_logs="warning",
+        **(cluster_options or {}),
     ) as cluster:
         cluster.adapt(minimum=0, maximum=maximum)
         console.print(f"cluster [bold]{name}[/] at {cluster.scheduler_address}  {cluster.dashboard_link}")

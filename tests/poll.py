@@ -33,3 +33,26 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, every_
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(every_s)
+
+
+def run_then_kill(script: str, *args: str, env: dict[str, str], timeout_s: float = 120) -> str:
+    """Run ``script`` in a new Python, read its first line, then SIGKILL it.
+
+    The script prints one line once it has started what the test needs and
+    then waits: the kill is a crash, with no cleanup of any kind.
+    """
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    child = subprocess.Popen([sys.executable, "-c", script, *args], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    timer = threading.Timer(timeout_s, child.kill)  # a script that never prints fails the test
+    timer.start()
+    try:
+        return child.stdout.readline().strip()
+    finally:
+        timer.cancel()
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)

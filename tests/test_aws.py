@@ -156,11 +156,11 @@ async def test_launch_template_is_hardened_and_user_data_is_small(make_provider,
     assert data["BlockDeviceMapping.1.Ebs.DeleteOnTermination"] == "true"
     script = base64.b64decode(data["UserData"]).decode()
     assert len(script.encode()) < USER_DATA_LIMIT // 4  # far under EC2's 16 KB, with TLS on
-    blob, prepare = parse_user_data(script)
+    blob, prepare, command = parse_user_data(script)
     spec = json.loads(gzip.decompress(blob))
     assert spec["tls_key"].startswith("-----BEGIN PRIVATE KEY")
     assert spec["on_exit"] == "poweroff" and spec["name"] is None and spec["host"] is None
-    assert "-m dask_rawcloud.node --spec" in script
+    assert command[1:] == ["-m", "dask_rawcloud.node", "--spec", "/run/dask-rawcloud/spec"]
     assert any("pip install" in line and "dask-rawcloud==" in line for line in prepare)
     # The template is gone once its fleet returned; nothing accumulates.
     assert provider.ec2.calls["DeleteLaunchTemplate"] == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import dask.array as da
 import dask.dataframe as dd

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from dask_rawcloud import RawCloudCluster, WorkerPool
 from dask_rawcloud.catalog import Catalog
 from dask_rawcloud.emulator import FaultProxy
 from dask_rawcloud.providers.aws import TAG_CLUSTER
-from poll import wait_until
+from poll import run_then_kill, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -119,13 +118,7 @@ LAUNCHER = textwrap.dedent("""
 def test_cleanup_removes_what_a_killed_process_left(moto_url, ec2):
     cluster_id = f"killed-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **moto_env(moto_url)}
-    creator = subprocess.Popen([sys.executable, "-c", LAUNCHER, cluster_id], env=env,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert creator.stdout.readline().strip() == "3"
-    finally:
-        creator.send_signal(signal.SIGKILL)
-        creator.wait(timeout=10)
+    assert run_then_kill(LAUNCHER, cluster_id, env=env) == "3"
     tag = [{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster_id]}]
 
     def live():

@@ -19,25 +19,59 @@ paths run:
   that retries with a new token launches twice, and a test sees it.
 
 ``calls`` counts the requests seen by action, retries included.
+
+The emulator hooks in here too: ``answer(action, fn)`` answers an action
+itself (GetConsoleOutput from a node's log), and ``after(action, fn)`` sees
+each successful answer before the client does (new instances get their
+loopback addresses before anyone can describe them).
 """
 
 from __future__ import annotations
 
 import collections
 import http.server
+import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
-__all__ = ["FaultProxy"]
+__all__ = ["FaultProxy", "QuietHTTPServer"]
 
 _OVERRIDE = "LaunchTemplateConfigs.1.Overrides."
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+class QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that does not print a traceback when a client hangs up."""
+
+    daemon_threads = True
+
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+    def start_in_thread(self, name: str) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True, name=name)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
 
 @dataclass
@@ -95,18 +129,18 @@ class FaultProxy:
         self._fleets: dict[str, tuple[int, bytes]] = {}  # ClientToken -> answer
         self._zones: dict[str, tuple[str, str]] = {}  # subnet -> (zone name, zone id)
         self._lock = threading.Lock()
+        self._answers: dict[str, Callable[[str, dict[str, str]], bytes | None]] = {}
+        self._after: dict[str, list[Callable[[str, dict[str, str], bytes], None]]] = (
+            collections.defaultdict(list))
         #: Requests seen, by action, retries included.
         self.calls: collections.Counter[str] = collections.Counter()
         #: (action, parameters) of every request, oldest first.
         self.requests: list[tuple[str, dict[str, str]]] = []
-        self._server = http.server.ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._server = QuietHTTPServer((host, port), self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     # -- faults ---------------------------------------------------------------
     def inject_capacity_error(self, instance_type: str | None = None, zone: str | None = None,
@@ -137,6 +171,15 @@ class FaultProxy:
         with self._lock:
             self._losses[action] += times
 
+    # -- hooks ----------------------------------------------------------------
+    def answer(self, action: str, fn: Callable[[str, dict[str, str]], bytes | None]) -> None:
+        """Answer ``action`` with ``fn(region, params)`` (an XML body), or forward on None."""
+        self._answers[action] = fn
+
+    def after(self, action: str, fn: Callable[[str, dict[str, str], bytes], None]) -> None:
+        """Call ``fn(region, params, body)`` on each successful answer to ``action``."""
+        self._after[action].append(fn)
+
     def clear(self) -> None:
         with self._lock:
             self._capacity.clear()
@@ -147,16 +190,11 @@ class FaultProxy:
 
     # -- serving --------------------------------------------------------------
     def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="rawcloud-fault-proxy")
-        self._thread.start()
+        self._server.start_in_thread("rawcloud-fault-proxy")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._server.stop()
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -211,10 +249,18 @@ class FaultProxy:
             lose = self._losses[action] > 0
             if lose:
                 self._losses[action] -= 1
-        if action == "CreateFleet":
+        region = _region_of(headers)
+        own = self._answers.get(action)
+        mine = own(region, params) if own is not None else None
+        if mine is not None:
+            answer = 200, mine
+        elif action == "CreateFleet":
             answer = self._create_fleet(path, headers, params)
         else:
             answer = self._forward(path, headers, body)
+        if answer[0] == 200:
+            for fn in self._after.get(action, ()):
+                fn(region, params, answer[1])
         if lose:
             return 500, _error_xml("InternalError", "An internal error has occurred.")
         return answer
