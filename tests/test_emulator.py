@@ -10,6 +10,7 @@ and no node process.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -250,3 +251,20 @@ def test_tls_refuses_a_worker_without_the_clusters_certificate(emu):
         with pytest.raises(Exception):  # a certificate from another authority
             cluster.sync(join, stranger)
         assert not client.scheduler_info()["workers"]
+
+
+def test_up_emulate_runs_the_aws_provider_in_the_foreground_and_tears_down():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "dask_rawcloud.cli", "up", "--emulate", "--workers", "1",
+         "--name", f"emu-up-{uuid.uuid4().hex[:6]}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [up.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("cluster") and "tls://127." in lines[1], lines
+    finally:
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = up.communicate(timeout=60)
+    assert up.returncode == 0, err
+    assert "EC2 emulator at http://127.0.0.1:" in err
+    assert "removed" in out
