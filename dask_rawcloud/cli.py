@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 
@@ -117,20 +118,20 @@ def _up(name, provider, workers, bounds, cpu, worker_memory, no_client_timeout, 
         shutdown_on_close=foreground,
         **options,
     )
-    console.print(f"cluster    [bold]{cluster.name}[/]")
-    console.print(f"scheduler  {cluster.scheduler_address}")
-    console.print(f"dashboard  {cluster.dashboard_link or '(off)'}")
-    console.print(f'connect    python -c \'from dask_rawcloud import connect; client = connect("{cluster.name}")\'')
     if not foreground:
+        _describe(cluster)
         console.print(
             f"It ends itself after {cluster.launcher.identity.no_client_timeout_s or 0:g}s without a client; "
             f"`dask-rawcloud down {cluster.name}` ends it now."
         )
         sys.stdout.flush()
         os._exit(0)  # leave the nodes running; they are recorded and watched
-    if bounds is not None:
-        cluster.adapt(minimum=bounds[0], maximum=bounds[1])
+    # From here on, Ctrl-C or a SIGTERM, whenever it comes, tears everything down.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        _describe(cluster)
+        if bounds is not None:
+            cluster.adapt(minimum=bounds[0], maximum=bounds[1])
         with Live(_nodes_table(cluster), console=console, refresh_per_second=4) as live:
             while cluster.status.name == "running":
                 live.update(_nodes_table(cluster))
@@ -141,6 +142,13 @@ def _up(name, provider, workers, bounds, cpu, worker_memory, no_client_timeout, 
         console.print("tearing down ...")
         cluster.close()
         console.print(f"cluster {cluster.name} removed")
+
+
+def _describe(cluster) -> None:
+    console.print(f"cluster    [bold]{cluster.name}[/]")
+    console.print(f"scheduler  {cluster.scheduler_address}")
+    console.print(f"dashboard  {cluster.dashboard_link or '(off)'}")
+    console.print(f'connect    python -c \'from dask_rawcloud import connect; client = connect("{cluster.name}")\'')
 
 
 def _number(value: str | None, flag: str):

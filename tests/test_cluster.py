@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import dask.array as da
 import dask.dataframe as dd
 import pandas as pd
@@ -127,3 +126,15 @@ async def test_workers_without_a_nanny_run_one_process_per_node():
                 assert len(node_processes(cluster.name)) == 3  # scheduler + two workers
                 cluster.scale(0)
                 await wait_for(lambda: len(node_processes(cluster.name)) == 1, 30, "workers to end")
+
+
+def test_adapt_from_a_script_scales_up_and_back_to_zero():
+    # The synchronous form users write in scripts and notebooks: adapt() is
+    # called from this thread while the cluster's event loop runs in another.
+    with RawCloudCluster() as cluster, Client(cluster) as client:
+        cluster.adapt(minimum=0, maximum=2, interval="200ms")
+        futures = client.map(tasks.slow_inc, range(6), seconds=0.5)
+        assert client.gather(futures) == list(range(1, 7))
+        del futures
+        wait_until(lambda: not cluster.worker_spec, 30, "the pool back to zero")
+        wait_until(lambda: len(node_processes(cluster.name)) == 1, 30, "worker nodes ended")
