@@ -52,7 +52,7 @@ __all__ = ["REHEARSAL", "Emulator", "Instance"]
 logger = logging.getLogger(__name__)
 
 TAG_CLUSTER = "rawcloud:cluster"  # the provider's tag (not imported: no aiobotocore needed here)
-_INSTANCE_ID = re.compile(rb"i-[0-9a-f]{8,17}")
+_INSTANCE_ID = re.compile(rb"\bi-[0-9a-f]{8,17}\b")
 #: Moto's settings for an emulator that refuses what AWS refuses; read when moto is imported.
 _MOTO_ENV = {"MOTO_ENABLE_AMI_VALIDATION": "true",
              "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true"}
@@ -156,6 +156,8 @@ class Emulator:
         with self._lock:
             for instance in self.instances.values():
                 self._kill(instance, signal.SIGKILL)
+                if not instance.ended:  # its "machine" is gone: so is the instance
+                    self._end(instance, "the emulator stopped")
         if self.proxy is not None:
             self.proxy.stop()
         self.metadata.stop()
