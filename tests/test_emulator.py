@@ -268,3 +268,48 @@ def test_up_emulate_runs_the_aws_provider_in_the_foreground_and_tears_down():
     assert up.returncode == 0, err
     assert "EC2 emulator at http://127.0.0.1:" in err
     assert "removed" in out
+
+
+def test_metadata_requires_a_session_token_as_imdsv2_does():
+    import urllib.error
+    import urllib.request
+
+    from dask_rawcloud.emulator import MetadataService
+    from dask_rawcloud.imds import Metadata
+
+    service = MetadataService().start()
+    try:
+        service.put("i-0123456789abcdef0", **{"local-ipv4": "127.42.0.7"})
+        metadata = Metadata(service.endpoint("i-0123456789abcdef0"))
+        assert metadata.get("local-ipv4") == "127.42.0.7"
+        assert metadata.get("spot/instance-action") is None  # no notice: 404
+        plain = urllib.request.Request(f"{service.endpoint('i-0123456789abcdef0')}"
+                                       "latest/meta-data/local-ipv4")
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(plain, timeout=5)  # IMDSv1, without a token: refused
+    finally:
+        service.stop()
+
+
+async def test_the_emulator_works_as_an_async_context_manager(monkeypatch):
+    from dask_rawcloud.model import LaunchRequest, NodeSpec
+    from dask_rawcloud.providers.aws import AWSProvider
+
+    async with Emulator() as emu:
+        for key, value in emu.env.items():
+            monkeypatch.setenv(key, value)
+        provider = AWSProvider(region=REGION, endpoint_url=emu.endpoint_url)
+        cluster_id = f"emu-async-{uuid.uuid4().hex[:6]}"
+        spec = NodeSpec(cluster_id=cluster_id, role="scheduler", name="scheduler", tls_ca=None)
+        try:
+            result = await provider.launch(LaunchRequest(
+                cluster_id, "t", "scheduler", WorkerPool("scheduler"), spec, ("scheduler",)))
+            (node,) = result.nodes
+            (listed,) = await provider.list(cluster_id)
+            assert listed.address and listed.address.startswith("tcp://127.")
+        finally:
+            await provider.terminate([node.id])
+            await provider.cleanup(cluster_id)
+            await provider.close()
+        wait_until(lambda: not emu.instances[node.id].alive, timeout_s=15,
+                   what="TerminateInstances to end the node's processes")
