@@ -168,6 +168,7 @@ class NodeLauncher:
     async def _wait_ready(self, node: Node) -> Node:
         """Until the node runs and its scheduler accepts a connection, or its boot timeout."""
         deadline = time.monotonic() + self.identity.boot_timeout_s
+        pause = 0.05  # a process is up in a second; a VM in minutes, so ask less often
         while time.monotonic() < deadline:
             current = {n.id: n for n in await self.provider.list(node.cluster_id)}.get(node.id)
             if current is None or current.state is NodeState.terminated:
@@ -178,7 +179,8 @@ class NodeLauncher:
             if current.state is NodeState.running and current.address:
                 if await self._accepts(current.address):
                     return current
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 1.5)
         log = await self.provider.logs(node.id)
         await self.provider.terminate([node.id])
         raise BootError(

@@ -218,12 +218,14 @@ async def run(spec: NodeSpec) -> int:
     finished = asyncio.ensure_future(server.finished())
     stopped = asyncio.ensure_future(stop.wait())
     waits = [finished, stopped]
+    notice = None
     if spec.role == "worker" and metadata is not None and await asyncio.to_thread(
             metadata.get, "instance-life-cycle") == "spot":
-        waits.append(asyncio.ensure_future(spot_notice(metadata, spec.spot_poll_s)))
-    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    if len(waits) > 2 and waits[2] in done:
-        await leave_before(spec, ready["address"], waits[2].result())
+        notice = asyncio.ensure_future(spot_notice(metadata, spec.spot_poll_s))
+        waits.append(notice)
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if notice is not None and notice.done():
+        await leave_before(spec, ready["address"], notice.result())
         await server.close()
     elif stopped.done():
         logger.info("%s %s: stop requested, closing", spec.role, spec.name)
