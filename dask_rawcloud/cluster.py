@@ -140,6 +140,46 @@ def _count(value: Any, what: str) -> int:
     return int(value)
 
 
+def _price_plan(
+    *,
+    provider: str | None = None,
+    worker_cpu: int | None = None,
+    worker_memory: str | int | None = None,
+    worker_resources: dict[str, float] | None = None,
+    pools: Sequence[WorkerPool] | None = None,
+    live: bool | None = None,
+    **provider_options: Any,
+) -> Plan:
+    """What these arguments would run on and cost per hour; nothing is created.
+
+    Takes the constructor's arguments. Offers come from the bundled price
+    catalog; with credentials (or ``live=True``) the cloud's current
+    offerings are checked first, by read-only calls.
+
+    >>> RawCloudCluster.plan(provider="aws", pools=[WorkerPool(cpu=4, memory="16GiB",
+    ...                      market="spot_with_fallback", maximum=20)])  # doctest: +SKIP
+    """
+    s = settings()
+    chosen = _pools(pools, worker_cpu, worker_memory, worker_resources, s)
+    return run_sync(make_plan(chosen, provider or s.provider, live=live, **provider_options))
+
+
+class _PlanAttribute:
+    """``RawCloudCluster.plan(...)`` prices a request before anything exists;
+    ``cluster.plan`` stays SpecCluster's set of planned worker names.
+
+    distributed's ``Adaptive`` reads ``cluster.plan`` as that set on every
+    tick, so a plain static method of the same name breaks the stock policy.
+    Read from the class, the name is the pricing function; read from a
+    cluster, it is SpecCluster's property.
+    """
+
+    def __get__(self, cluster: Any, owner: type | None = None) -> Any:
+        if cluster is None:
+            return _price_plan
+        return SpecCluster.plan.fget(cluster)
+
+
 class RawCloudCluster(SpecCluster):
     """An elastic Dask cluster on raw machines.
 
@@ -289,29 +329,7 @@ class RawCloudCluster(SpecCluster):
                 self.close()
             raise
 
-    @staticmethod
-    def plan(
-        *,
-        provider: str | None = None,
-        worker_cpu: int | None = None,
-        worker_memory: str | int | None = None,
-        worker_resources: dict[str, float] | None = None,
-        pools: Sequence[WorkerPool] | None = None,
-        live: bool | None = None,
-        **provider_options: Any,
-    ) -> Plan:
-        """What these arguments would run on and cost per hour; nothing is created.
-
-        Takes the constructor's arguments. Offers come from the bundled price
-        catalog; with credentials (or ``live=True``) the cloud's current
-        offerings are checked first, by read-only calls.
-
-        >>> RawCloudCluster.plan(provider="aws", pools=[WorkerPool(cpu=4, memory="16GiB",
-        ...                      market="spot_with_fallback", maximum=20)])  # doctest: +SKIP
-        """
-        s = settings()
-        chosen = _pools(pools, worker_cpu, worker_memory, worker_resources, s)
-        return run_sync(make_plan(chosen, provider or s.provider, live=live, **provider_options))
+    plan = _PlanAttribute()
 
     @property
     def cluster_id(self) -> str:

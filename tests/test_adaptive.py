@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask
 import pytest
 from distributed import Client
+from distributed.deploy import Adaptive
 
 from dask_rawcloud import InfeasibleRequest, RawCloudCluster, WorkerPool
 from dask_rawcloud.policy.scaling import Cause, Hold, Launch
@@ -97,3 +98,18 @@ async def test_retirement_moves_held_data_before_the_node_ends():
             where = await client.who_has(held)
             assert list(where.values()) == [(next(iter(cluster.scheduler_info["workers"])),)]
             assert await held == b"x" * 10_000
+
+
+async def test_stock_adaptive_still_scales_the_cluster():
+    # distributed's Adaptive reads cluster.plan as SpecCluster's set of planned
+    # workers, while RawCloudCluster.plan(...) prices a request: both must hold.
+    async with RawCloudCluster(asynchronous=True) as cluster:
+        adaptive = cluster.adapt(Adaptive=Adaptive, minimum=0, maximum=2, interval="200ms")
+        assert type(adaptive) is Adaptive
+        async with Client(cluster, asynchronous=True) as client:
+            futures = client.map(tasks.slow_inc, range(6), seconds=0.5)
+            assert await client.gather(futures) == list(range(1, 7))
+            assert cluster.plan <= set(cluster.worker_spec)
+            del futures
+            await wait_for(lambda: not cluster.worker_spec, 30, "stock Adaptive to scale to zero")
+    assert callable(RawCloudCluster.plan)
