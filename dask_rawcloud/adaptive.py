@@ -50,6 +50,11 @@ class RawCloudAdaptive:
         Stop launching once the cluster is this old.
     boot_estimate : str or float
         Assumed boot time of a pool until one boot has been observed.
+    idle_grace : str or float
+        A worker idle for less than this is between tasks, not idle.
+    unseen_share : float
+        Work whose task duration no task has shown yet counts at this share
+        of the scheduler's guess, so the first wave is smaller.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class RawCloudAdaptive:
         max_lifetime: str | float | None = None,
         boot_estimate: str | float = "5s",
         idle_grace: str | float = "500ms",
+        unseen_share: float = 0.5,
     ):
         self.cluster = cluster
         self.interval_s = parse_timedelta(interval)
@@ -70,6 +76,7 @@ class RawCloudAdaptive:
             retire_lead_s=max(1.0, 2 * self.interval_s),
             budget_usd=budget,
             max_lifetime_s=parse_timedelta(max_lifetime) if max_lifetime is not None else None,
+            unseen_share=unseen_share,
         )
         self.boot_s = {name: parse_timedelta(boot_estimate) for name in cluster.pools}
         self.log: deque[tuple[float, Any]] = deque(maxlen=1000)
@@ -144,7 +151,8 @@ class RawCloudAdaptive:
                 )
             )
         work = tuple(
-            GroupWork(g["tasks"], g["duration_s"], g["resources"], g["name"]) for g in raw["groups"]
+            GroupWork(g["tasks"], g["duration_s"], g["resources"], g["name"], g["seen"])
+            for g in raw["groups"]
         )
         return Snapshot(now, work, tuple(views), self._started, self.spent_usd)
 

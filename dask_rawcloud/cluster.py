@@ -123,6 +123,7 @@ def _adaptive_defaults() -> dict[str, Any]:
             ("interval", "interval"),
             ("target_duration", "target-duration"),
             ("boot_estimate", "boot-estimate"),
+            ("unseen_share", "unseen-share"),
         ]
     }
 

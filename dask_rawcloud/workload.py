@@ -57,6 +57,8 @@ class WorkloadPlugin(SchedulerPlugin):
                         "name": name,
                         "tasks": waiting,
                         "duration_s": s._get_prefix_duration(tg.prefix),
+                        # Otherwise duration_s is distributed's unknown-task-duration guess.
+                        "seen": tg.prefix.duration_average >= 0 or tg.prefix.max_exec_time > 0,
                         "resources": self.group_resources.get(name, {}),
                     }
                 )

@@ -64,6 +64,25 @@ def test_launches_from_demand(snapshot, expected):
     assert decision.retires == ()
 
 
+def test_unseen_durations_launch_a_first_wave_then_the_rest():
+    # 40 tasks no one has run: the 0.5 s guess says 20 s of work, 4 workers in 5 s;
+    # at half the guess, a first wave of 2.
+    unseen = GroupWork(40, 0.5, {}, "g", seen=False)
+    first = decide(Snapshot(10, work=(unseen,)), [CPU], SETTINGS)
+    assert [(launch.count, launch.cause) for launch in first.launches] == [(2, Cause.DEMAND)]
+    # The first tasks ran and take 1 s: 40 s of work wants 8, and 6 more follow at once.
+    seen = Snapshot(16, work=(work(38, 1.0),), workers=(busy("cpu-0", launched=10),
+                                                        busy("cpu-1", launched=10)))
+    assert decide(seen, [CPU], SETTINGS).launch_count("cpu") == 6
+    # Had they taken 50 ms, 2 s of work is done before another node boots: nothing more.
+    short = Snapshot(16, work=(work(38, 0.05),), workers=(busy("cpu-0", launched=10),
+                                                          busy("cpu-1", launched=10)))
+    assert decide(short, [CPU], SETTINGS).launches == ()
+    # unseen_share=1 trusts the guess, as distributed's Adaptive does.
+    trusting = ScalingSettings(target_duration_s=5, unseen_share=1.0)
+    assert decide(Snapshot(10, work=(unseen,)), [CPU], trusting).launch_count("cpu") == 4
+
+
 def test_no_node_that_would_boot_after_the_work_is_done():
     # 2 connected workers hold 3 s of work: done in 1.5 s, before a 2 s boot.
     snap = Snapshot(10, work=(work(6, 0.5),), workers=(busy("cpu-0"), busy("cpu-1")))

@@ -8,6 +8,12 @@ The rules, per pool:
 - **From zero / up.** Enough workers to finish the pool's known work within
   ``target_duration_s``, never more than its tasks can keep busy, within the
   pool's minimum and maximum.
+- **Unseen durations.** Until a task of a group has run, its duration is the
+  scheduler's guess (0.5 s by default), which is as often ten times too long
+  as too short. Such work counts at ``unseen_share`` of the guess: the first
+  wave is smaller, and the rest follows on the tick after the first workers
+  report what the tasks really take. Over-launching costs a billing minimum
+  per node; under-launching costs one boot for the second wave.
 - **No useless nodes.** Workers that would boot after the work they are for
   is done are not launched (cause TOO_LATE).
 - **Down.** An idle worker of a pool with no waiting work is retired when the
@@ -102,6 +108,7 @@ class GroupWork:
     duration_s: float  # expected compute time of one task
     resources: dict[str, float] = field(default_factory=dict)
     name: str = ""
+    seen: bool = True  # False while duration_s is only the scheduler's guess
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,7 @@ class ScalingSettings:
     target_duration_s: float = 5.0
     idle_grace_s: float = 0.5  # idle at least this long: a gap between tasks is not idleness
     retire_lead_s: float = 1.0  # retire this long before paid time ends, so it ends on time
+    unseen_share: float = 0.5  # work of unseen duration counts at this share of the guess
     budget_usd: float | None = None
     max_lifetime_s: float | None = None
 
@@ -188,8 +196,7 @@ class Decision:
 @dataclass
 class _PoolWork:
     tasks: int = 0
-    work_s: float = 0.0
-    longest_s: float = 0.0
+    work_s: float = 0.0  # expected: seen durations in full, guessed ones at their share
 
 
 def default_pool(pools: Sequence[PoolPlan]) -> PoolPlan:
@@ -198,7 +205,7 @@ def default_pool(pools: Sequence[PoolPlan]) -> PoolPlan:
 
 
 def assign_work(
-    work: Sequence[GroupWork], pools: Sequence[PoolPlan]
+    work: Sequence[GroupWork], pools: Sequence[PoolPlan], unseen_share: float = 1.0
 ) -> tuple[dict[str, _PoolWork], list[Infeasible]]:
     """Each group's work counts toward the first pool that provides its resources."""
     by_pool = {p.name: _PoolWork() for p in pools}
@@ -211,8 +218,7 @@ def assign_work(
             continue
         w = by_pool[pool.name]
         w.tasks += g.tasks
-        w.work_s += g.tasks * g.duration_s
-        w.longest_s = max(w.longest_s, g.duration_s)
+        w.work_s += g.tasks * g.duration_s * (1.0 if g.seen else unseen_share)
     return by_pool, infeasible
 
 
@@ -248,7 +254,7 @@ def _committed_usd(pools: dict[str, PoolPlan], snap: Snapshot) -> float:
 def decide(snap: Snapshot, pools: Sequence[PoolPlan], settings: ScalingSettings) -> Decision:
     """The launches and retirements for this tick, each with its cause."""
     by_name = {p.name: p for p in pools}
-    work, infeasible = assign_work(snap.work, pools)
+    work, infeasible = assign_work(snap.work, pools, settings.unseen_share)
     launches: list[Launch] = []
     holds: list[Hold] = []
     retires: list[Retire] = []
