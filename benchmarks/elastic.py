@@ -248,7 +248,11 @@ def main() -> None:
     parser.add_argument("--json", type=pathlib.Path, help="write figures here")
     parser.add_argument("--plot", type=pathlib.Path, help="write a PNG here")
     parser.add_argument("--boot-delay", type=float, default=2.0, help="seconds a worker node waits before dask starts, as a VM boots")
-    parser.add_argument("--time-scale", type=float, default=0.2, help="billing minimum = 60 s x this")
+    # Boots and bursts are not scaled, so too small a scale breaks the traces'
+    # shape: at 0.2 (a 12 s minimum) the first short burst and its gap already
+    # outlast the paid time, and the trace no longer has a gap inside it.
+    parser.add_argument("--time-scale", type=float, default=0.5,
+                        help="billing minimum = 60 s x this; the gaps scale with it")
     args = parser.parse_args()
     billing = Billing(minimum_s=60 * args.time_scale, increment_s=1.0)
     config = {

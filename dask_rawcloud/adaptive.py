@@ -24,6 +24,7 @@ from .policy.scaling import (
     WorkerView,
     decide,
 )
+from .errors import InvalidRequest
 from .workload import FAIL_HANDLER, SNAPSHOT_HANDLER
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: How much a new boot-time observation moves the estimate.
-_BOOT_EMA = 0.5
+#: How much a new boot- or retire-time observation moves the estimate.
+_EMA = 0.5
 
 
 class RawCloudAdaptive:
@@ -68,6 +69,15 @@ class RawCloudAdaptive:
         idle_grace: str | float = "500ms",
         unseen_share: float = 0.5,
     ):
+        if isinstance(unseen_share, bool) or not isinstance(unseen_share, (int, float)) \
+                or not 0 < unseen_share <= 1:
+            raise InvalidRequest(
+                f"unseen_share must be a number in (0, 1], got {unseen_share!r}: it is the "
+                "share of the scheduler's guess that work of unseen duration counts for."
+            )
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or budget < 0):
+            raise InvalidRequest(f"budget must be a number of USD >= 0, got {budget!r}.")
         self.cluster = cluster
         self.interval_s = parse_timedelta(interval)
         self.settings = ScalingSettings(
@@ -79,6 +89,7 @@ class RawCloudAdaptive:
             unseen_share=unseen_share,
         )
         self.boot_s = {name: parse_timedelta(boot_estimate) for name in cluster.pools}
+        self.retire_s = {name: 1.0 for name in cluster.pools}
         self.log: deque[tuple[float, Any]] = deque(maxlen=1000)
         self.spent_usd = 0.0
         self._connected: set[str] = set()
@@ -121,6 +132,7 @@ class RawCloudAdaptive:
                 maximum=p.maximum,
                 billing=self.cluster.billing[p.name],
                 boot_s=self.boot_s[p.name],
+                retire_s=self.retire_s[p.name],
             )
             for p in self.cluster.pools.values()
         ]
@@ -137,7 +149,7 @@ class RawCloudAdaptive:
             if w is not None and name not in self._connected:
                 self._connected.add(name)
                 seen = now - launched_at
-                self.boot_s[pool] = (1 - _BOOT_EMA) * self.boot_s[pool] + _BOOT_EMA * seen
+                self.boot_s[pool] = (1 - _EMA) * self.boot_s[pool] + _EMA * seen
             views.append(
                 WorkerView(
                     name=name,
@@ -185,7 +197,11 @@ class RawCloudAdaptive:
                     launched = self.cluster.launched_at(retire.worker) or now
                     self.spent_usd += billing.cost(billing.billed_s(launched, now))
                 self._connected.discard(retire.worker)
-            await self.cluster.retire(names)
+            started = time.time()
+            await self.cluster.retire(names)  # returns once their nodes have ended
+            took = time.time() - started
+            for pool in {r.pool for r in decision.retires}:
+                self.retire_s[pool] = (1 - _EMA) * self.retire_s[pool] + _EMA * took
         if decision.launches:
             await self.cluster._correct_state()
 

@@ -473,11 +473,12 @@ class RawCloudCluster(SpecCluster):
                 )
             self.pool = dataclasses.replace(self.pool, minimum=int(low), maximum=high)
             self.pools = {self.pool.name: self.pool}
+        defaults = {**_adaptive_defaults(), "max_lifetime": self.launcher.identity.max_lifetime_s}
+        adaptive = RawCloudAdaptive(self, **{**defaults, **kwargs})  # checks its arguments first
         if self._adaptive is not None:
             self._adaptive.stop()
-        defaults = {**_adaptive_defaults(), "max_lifetime": self.launcher.identity.max_lifetime_s}
-        self._adaptive = RawCloudAdaptive(self, **{**defaults, **kwargs})
-        return self._adaptive
+        self._adaptive = adaptive
+        return adaptive
 
     @property
     def adaptive_log(self) -> list:

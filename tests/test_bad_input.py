@@ -62,6 +62,10 @@ def test_adapt_minimum_above_maximum():
             cluster.adapt(minimum=5, maximum=2)
         with pytest.raises(InvalidRequest, match="maximum must be a number >= 0"):
             cluster.adapt(minimum=0, maximum=-1)
+        with pytest.raises(InvalidRequest, match=r"unseen_share must be a number in \(0, 1\], got 0"):
+            cluster.adapt(unseen_share=0)
+        with pytest.raises(InvalidRequest, match="budget must be a number of USD >= 0"):
+            cluster.adapt(budget=-5)
         assert not cluster.worker_spec
 
 

@@ -142,6 +142,15 @@ def test_retires_idle_workers_when_paid_time_ends(billing, worker, now, retired)
     assert all(r.cause is Cause.IDLE for r in decision.retires)
 
 
+def test_a_slow_retirement_starts_early_enough_to_end_inside_the_paid_time():
+    # Retiring this pool's nodes has taken 3 s: started at 56.5, the node ends
+    # before 60, not in the next billed second.
+    slow = PoolPlan("cpu", billing=PER_MINUTE, retire_s=3.0)
+    worker = (idle("cpu-0", since=20.0),)
+    assert decide(Snapshot(55.5, workers=worker), [slow], SETTINGS).retired == []
+    assert decide(Snapshot(56.5, workers=worker), [slow], SETTINGS).retired == ["cpu-0"]
+
+
 def test_no_retirement_while_its_pool_has_work():
     snap = Snapshot(100, work=(work(1, 1.0),), workers=(idle("cpu-0", since=0), busy("cpu-1")))
     assert decide(snap, [CPU], SETTINGS).retires == ()

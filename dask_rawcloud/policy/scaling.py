@@ -95,6 +95,7 @@ class PoolPlan:
     maximum: float = math.inf
     billing: Billing = Billing()
     boot_s: float = 5.0  # observed (or assumed) launch-to-connected time
+    retire_s: float = 1.0  # observed time from a retire decision to its node's end
 
     def provides(self, required: dict[str, float]) -> bool:
         return all(self.resources.get(r, 0) >= amount for r, amount in required.items())
@@ -138,7 +139,7 @@ class Snapshot:
 class ScalingSettings:
     target_duration_s: float = 5.0
     idle_grace_s: float = 0.5  # idle at least this long: a gap between tasks is not idleness
-    retire_lead_s: float = 1.0  # retire this long before paid time ends, so it ends on time
+    retire_lead_s: float = 1.0  # slack for the tick: retire this long plus the pool's retire_s early
     unseen_share: float = 0.5  # work of unseen duration counts at this share of the guess
     budget_usd: float | None = None
     max_lifetime_s: float | None = None
@@ -311,7 +312,8 @@ def _retirements(
         if now - w.idle_since < settings.idle_grace_s:
             continue
         left = pool.billing.paid_until(w.launched_at, now) - now
-        if left <= settings.retire_lead_s:
+        # Started this early, the node ends before the next billing increment.
+        if left <= settings.retire_lead_s + pool.retire_s:
             candidates.append((w.bytes_held, w.name))
     room = max(0, len(workers) - keep)
     return [
