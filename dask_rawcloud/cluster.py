@@ -465,6 +465,7 @@ class RawCloudCluster(SpecCluster):
             )
         if Adaptive is not None:
             return super().adapt(Adaptive=Adaptive, minimum=low, maximum=high, **kwargs)
+        before = self.pool, self.pools
         if minimum is not None or maximum is not None:
             if len(self.pools) > 1:
                 raise InvalidRequest(
@@ -474,7 +475,11 @@ class RawCloudCluster(SpecCluster):
             self.pool = dataclasses.replace(self.pool, minimum=int(low), maximum=high)
             self.pools = {self.pool.name: self.pool}
         defaults = {**_adaptive_defaults(), "max_lifetime": self.launcher.identity.max_lifetime_s}
-        adaptive = RawCloudAdaptive(self, **{**defaults, **kwargs})  # checks its arguments first
+        try:
+            adaptive = RawCloudAdaptive(self, **{**defaults, **kwargs})  # checks its arguments
+        except Exception:
+            self.pool, self.pools = before  # a refused call changes nothing
+            raise
         if self._adaptive is not None:
             self._adaptive.stop()
         self._adaptive = adaptive

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from dask_rawcloud import (
@@ -65,7 +67,8 @@ def test_adapt_minimum_above_maximum():
         with pytest.raises(InvalidRequest, match=r"unseen_share must be a number in \(0, 1\], got 0"):
             cluster.adapt(unseen_share=0)
         with pytest.raises(InvalidRequest, match="budget must be a number of USD >= 0"):
-            cluster.adapt(budget=-5)
+            cluster.adapt(minimum=1, maximum=3, budget=-5)
+        assert (cluster.pool.minimum, cluster.pool.maximum) == (0, math.inf)  # unchanged
         assert not cluster.worker_spec
 
 
