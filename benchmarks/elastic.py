@@ -27,10 +27,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-import dask.config
-
+# Before dask is imported: dask.config reads DASK_* variables once, at import.
 STATE = tempfile.mkdtemp(prefix="rawcloud-bench-")
 os.environ["DASK_RAWCLOUD__STATE_DIR"] = STATE
+
+import dask.config  # noqa: E402
 # Nodes import the task functions from here, as users' workers import their modules.
 HERE = str(pathlib.Path(__file__).parent)
 sys.path.insert(0, HERE)
