@@ -8,6 +8,7 @@ history of what was decided and why (``cluster.adaptive_log``).
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from dask.utils import parse_timedelta
 from tornado.ioloop import PeriodicCallback
 
+from .errors import InvalidRequest
 from .policy.scaling import (
     Decision,
     GroupWork,
@@ -24,7 +26,6 @@ from .policy.scaling import (
     WorkerView,
     decide,
 )
-from .errors import InvalidRequest
 from .workload import FAIL_HANDLER, SNAPSHOT_HANDLER
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 #: How much a new boot- or retire-time observation moves the estimate.
 _EMA = 0.5
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class RawCloudAdaptive:
@@ -69,14 +74,12 @@ class RawCloudAdaptive:
         idle_grace: str | float = "500ms",
         unseen_share: float = 0.5,
     ):
-        if isinstance(unseen_share, bool) or not isinstance(unseen_share, (int, float)) \
-                or not 0 < unseen_share <= 1:
+        if not _is_number(unseen_share) or not 0 < unseen_share <= 1:
             raise InvalidRequest(
                 f"unseen_share must be a number in (0, 1], got {unseen_share!r}: it is the "
                 "share of the scheduler's guess that work of unseen duration counts for."
             )
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                   or budget < 0):
+        if budget is not None and (not _is_number(budget) or budget < 0):
             raise InvalidRequest(f"budget must be a number of USD >= 0, got {budget!r}.")
         self.cluster = cluster
         self.interval_s = parse_timedelta(interval)

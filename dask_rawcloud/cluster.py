@@ -22,7 +22,7 @@ from distributed.security import Security
 from distributed.utils import NoOpAwaitable
 from tornado.ioloop import PeriodicCallback
 
-from .adaptive import RawCloudAdaptive
+from .adaptive import RawCloudAdaptive, _is_number
 from .config import Settings, settings
 from .errors import BootError, ClusterExists, InvalidRequest, LaunchError, RawCloudError
 from .launcher import ClusterIdentity, NodeLauncher
@@ -457,7 +457,7 @@ class RawCloudCluster(SpecCluster):
         low = 0 if minimum is None else minimum
         high = math.inf if maximum is None else maximum
         for what, value in (("minimum", low), ("maximum", high)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+            if not _is_number(value) or value < 0:
                 raise InvalidRequest(f"adapt {what} must be a number >= 0, got {value!r}.")
         if low > high:
             raise InvalidRequest(

@@ -206,7 +206,7 @@ def default_pool(pools: Sequence[PoolPlan]) -> PoolPlan:
 
 
 def assign_work(
-    work: Sequence[GroupWork], pools: Sequence[PoolPlan], unseen_share: float = 1.0
+    work: Sequence[GroupWork], pools: Sequence[PoolPlan], unseen_share: float
 ) -> tuple[dict[str, _PoolWork], list[Infeasible]]:
     """Each group's work counts toward the first pool that provides its resources."""
     by_pool = {p.name: _PoolWork() for p in pools}
